@@ -98,8 +98,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise EmbodimentError([Problem(str(path), "", f"cannot read file: {exc}")]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
-        line = f"line {where.line + 1}: " if where else ""
-        raise EmbodimentError([Problem(str(path), "", f"{line}not valid YAML: {exc}")]) from None
+        line = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EmbodimentError([Problem(str(path), "", f"not valid YAML: {line}{what}")]) from None
     if not isinstance(data, dict):
         raise EmbodimentError([Problem(str(path), "", "the file must be a YAML mapping")])
     parent = data.pop("extends", None)
@@ -118,7 +119,7 @@ def _format_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     for item in loc:
         if isinstance(item, int) and isinstance(node, list) and item < len(node):
             node = node[item]
-            label = node.get("name") if isinstance(node, dict) else None
+            label = (node.get("name") or node.get("topic")) if isinstance(node, dict) else None
             parts[-1] += f"[{label}]" if label else f"[{item}]"
         elif isinstance(item, int):
             parts[-1] += f"[{item}]" if parts else str(item)
@@ -129,8 +130,14 @@ def _format_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
 
 
 def _schema_problems(exc: ValidationError, file: str, data: dict[str, Any]) -> list[Problem]:
+    errors = exc.errors()
+    failing = [tuple(e["loc"]) for e in errors if e["type"] != "too_short"]
     problems = []
-    for err in exc.errors():
+    for err in errors:
+        loc = tuple(err["loc"])
+        # pydantic also calls a list "too short" when its items failed: report the items only.
+        if err["type"] == "too_short" and any(f[: len(loc)] == loc and f != loc for f in failing):
+            continue
         reason = err["msg"]
         if err["type"] == "extra_forbidden":
             reason = "unknown key (check its spelling against docs/embodiment.md)"
@@ -138,7 +145,7 @@ def _schema_problems(exc: ValidationError, file: str, data: dict[str, Any]) -> l
             reason = "required key is missing"
         elif reason.startswith("Value error, "):
             reason = reason[len("Value error, ") :]
-        problems.append(Problem(file, _format_loc(tuple(err["loc"]), data), reason))
+        problems.append(Problem(file, _format_loc(loc, data), reason))
     return problems
 
 
