@@ -1,0 +1,176 @@
+"""Inference node: holds the Qwen-VLA policy and publishes action chunks.
+
+Inference runs on a worker thread, never inside a callback, so camera and state callbacks
+keep flowing while the model computes. The observation node is composed into the same
+process: it hands over complete, fresh observations in memory (no image is serialised twice).
+
+Topics and services (relative names resolve in the node's namespace):
+    action_chunk       trajectory_msgs/JointTrajectory  out: header.stamp = time of the first
+                       action, joint_names = action layout, one point per control step.
+                       A chunk with no points means "stop now, hold".
+    /diagnostics       diagnostic_msgs/DiagnosticArray  out: timings per chunk
+    ~/start ~/stop ~/reset   std_srvs/Trigger
+A new instruction starts a new task; an empty instruction (or ~/stop) stops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ..control.scheduler import InferenceTrigger
+from ..embodiment import Embodiment
+from ..observation import ObservationNotReady
+from ..ros.messages import chunk_to_msg, to_time
+from ..ros.qos import COMMAND
+from ..types import ActionChunk
+from .common import declare_embodiment, run_nodes
+from .observation_node import ObservationNode
+from .policy_loading import load_policy
+
+
+class InferenceNode(Node):
+    """Runs the policy on fresh observations and publishes chunks on ``action_chunk``."""
+
+    def __init__(self, observation: ObservationNode, embodiment: Embodiment | None = None, **kwargs):
+        super().__init__("inference_node", **kwargs)
+        self.embodiment = embodiment or declare_embodiment(self)
+        self.observation = observation
+        params = {
+            "model": "tiny",  # a checkpoint folder, a hub id, or 'tiny' (untrained, offline)
+            "device": "cpu",
+            "dtype": "float32",
+            "num_inference_steps": 10,
+            "seed": 0,
+            "torch_threads": 1,
+            "replan_fraction": 0.5,  # request the next chunk when this fraction remains
+            "chunk_topic": "action_chunk",
+            "autostart": True,
+        }
+        for name, default in params.items():
+            self.declare_parameter(name, default)
+        self.p = {name: self.get_parameter(name).value for name in params}
+        self.policy = load_policy(self.p, self.embodiment, self.get_logger())
+        self.trigger = InferenceTrigger(replan_fraction=self.p["replan_fraction"])
+        self.chunk_pub = self.create_publisher(JointTrajectory, self.p["chunk_topic"], COMMAND)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        observation.on_instruction = self._on_instruction
+        self._active = bool(self.p["autostart"])
+        self._last_chunk: ActionChunk | None = None
+        self._chunk_id = 0
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._worker.start()
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- task control -------------------------------------------------------------------
+    def _on_instruction(self, text: str) -> None:
+        if text:
+            self._last_chunk = None  # a new task never continues the old task's chunk
+            self._active = True
+            self._wake.set()
+        else:
+            self._halt("empty instruction")
+
+    def _halt(self, why: str) -> None:
+        self._active = False
+        self._last_chunk = None
+        stop = JointTrajectory(joint_names=self.embodiment.action_names)
+        stop.header.stamp = to_time(self.now_s())
+        self.chunk_pub.publish(stop)
+        self.get_logger().info(f"stopped ({why}): the chunk publisher holds")
+
+    def _on_start(self, request, response):
+        if not self.observation.assembler.instruction:
+            response.success, response.message = False, "no instruction yet"
+            return response
+        self._on_instruction(self.observation.assembler.instruction)
+        response.success, response.message = True, "started"
+        return response
+
+    def _on_stop(self, request, response):
+        self._halt("stop service")
+        response.success, response.message = True, "stopped"
+        return response
+
+    def _on_reset(self, request, response):
+        self._halt("reset service")
+        self.observation.assembler.clear()
+        self._chunk_id = 0
+        response.success, response.message = True, "reset: waiting for fresh observations"
+        return response
+
+    # -- worker -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        import torch
+
+        torch.set_num_threads(int(self.p["torch_threads"]))
+        while not self._closing.is_set():
+            now = self.now_s()
+            if not self._active or not self.trigger.should_request(now, self._last_chunk):
+                self._wake.wait(timeout=self.embodiment.dt)
+                self._wake.clear()
+                continue
+            try:
+                observation = self.observation.assembler.assemble(now)
+            except ObservationNotReady as exc:
+                self.get_logger().warning(f"waiting: {exc}", throttle_duration_sec=2.0)
+                self._wake.wait(timeout=0.05)
+                continue
+            self._infer(observation, now)
+
+    def _infer(self, observation, observed_at: float) -> None:
+        started = time.perf_counter()
+        try:
+            chunk = self.policy.predict_chunk(observation, self.embodiment, seed=int(self.p["seed"]) + self._chunk_id)
+        except Exception as exc:  # noqa: BLE001 - a failing model must not kill the node
+            self.get_logger().error(f"inference failed, holding: {exc}", throttle_duration_sec=2.0)
+            self._wake.wait(timeout=0.5)
+            return
+        if not self._active:  # stopped while computing: the stale chunk is dropped
+            return
+        self._chunk_id += 1
+        chunk.start_time, chunk.chunk_id = observed_at, self._chunk_id
+        chunk.timings["total"] = time.perf_counter() - started
+        self.trigger.record_latency(chunk.timings["total"])
+        self._last_chunk = chunk
+        self.chunk_pub.publish(chunk_to_msg(chunk))
+        self._publish_timings(chunk)
+
+    def _publish_timings(self, chunk: ActionChunk) -> None:
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{self.get_name()}: inference",
+            message=f"chunk {chunk.chunk_id}",
+            hardware_id=self.embodiment.name,
+            values=[KeyValue(key=f"{k}_ms", value=f"{v * 1e3:.1f}") for k, v in chunk.timings.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    def on_shutdown(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        self._worker.join(timeout=5.0)
+
+
+def build_policy_nodes() -> list[Node]:
+    observation = ObservationNode()
+    return [observation, InferenceNode(observation, embodiment=observation.embodiment)]
+
+
+def main(args: list[str] | None = None) -> int:
+    """`ros2 run qwen_vla_ros inference_node`: observation + inference nodes in one process."""
+    return run_nodes(build_policy_nodes, args)

@@ -1,0 +1,47 @@
+"""Resolve the inference node's ``model`` parameter to a loaded policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..embodiment import Embodiment, list_shipped_embodiments
+
+#: The untrained tiny policy, built offline on first use: what runs without real weights.
+TINY = "tiny"
+
+
+def tiny_policy_dir() -> Path:
+    cache = Path(os.environ.get("QWEN_VLA_CACHE", Path.home() / ".cache" / "qwen_vla_ros"))
+    return cache / "tiny-untrained-qwen3_5"
+
+
+def ensure_tiny_policy(logger=None) -> Path:
+    """Build the tiny untrained policy once (seconds, no network) and return its folder."""
+    from ..model.tiny import build_tiny_policy
+
+    folder = tiny_policy_dir()
+    if not (folder / "config.json").is_file():
+        if logger is not None:
+            logger.warning(f"building the tiny UNTRAINED policy in {folder}: it moves, it does not solve tasks")
+        build_tiny_policy(folder, family="qwen3_5", embodiments=tuple(list_shipped_embodiments()))
+    return folder
+
+
+def load_policy(params: dict, embodiment: Embodiment, logger):
+    """Load ``params['model']`` (folder, hub id or 'tiny') on ``params['device']``."""
+    import torch
+
+    from ..model.policy import QwenVLAPolicy
+
+    source = params["model"]
+    if source == TINY:
+        source = str(ensure_tiny_policy(logger))
+        logger.warning("model: tiny untrained policy (random weights) -- outputs are not a trained skill")
+    policy = QwenVLAPolicy.from_pretrained(
+        source, device=params["device"], dtype=getattr(torch, params["dtype"])
+    )
+    policy.num_inference_steps = int(params["num_inference_steps"])
+    policy.require_embodiment(embodiment.name)
+    logger.info(f"policy loaded from {source} for embodiment {embodiment.name}")
+    return policy

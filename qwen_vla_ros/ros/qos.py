@@ -1,0 +1,30 @@
+"""Quality-of-service profiles, one place for every node."""
+
+from __future__ import annotations
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+#: Cameras and joint states: best effort, newest only (a late frame is worthless).
+SENSOR = qos_profile_sensor_data
+
+#: The instruction: reliable and transient-local, so a node started later still gets the last one.
+LATCHED = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+#: Action chunks and controller commands: reliable, shallow (only the newest matters).
+COMMAND = QoSProfile(
+    depth=2,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
