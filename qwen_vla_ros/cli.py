@@ -8,34 +8,68 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-# verb -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
-VERBS: dict[str, tuple[str, str]] = {
+# verb -> (module, help, argument function, run function)
+VERBS: dict[str, tuple[str, str, str, str]] = {
+    "demo": (
+        "qwen_vla_ros.nodes.sim_episodes",
+        "run the whole graph on the simulated ALOHA for one episode; writes pictures and a summary",
+        "add_arguments",
+        "demo",
+    ),
+    "eval": (
+        "qwen_vla_ros.nodes.sim_episodes",
+        "closed-loop evaluation: N sim episodes through the ROS graph; success, latency, smoothness",
+        "add_eval_arguments",
+        "evaluate",
+    ),
+    "bringup": (
+        "qwen_vla_ros.bringup",
+        "start the node graph as processes (no launch_ros needed)",
+        "add_arguments",
+        "run",
+    ),
     "check-embodiment": (
         "qwen_vla_ros.embodiment.check_cli",
         "validate embodiment files and print their action layout and topics",
+        "add_arguments",
+        "run",
     ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` verb's module is imported (for its arguments)."""
     parser = argparse.ArgumentParser(
         prog="qwen-vla",
         description="Qwen-VLA for ROS 2: run, simulate, record, train and check embodiments.",
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb, (module_name, help_text) in VERBS.items():
+    for verb, (module_name, help_text, add_name, run_name) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
-        verb_parser.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(verb_parser)
+        verb_parser.set_defaults(_module=module_name, _run=run_name)
+        if verb == selected:
+            getattr(importlib.import_module(module_name), add_name)(verb_parser)
     return parser
 
 
+def _ensure_ament_prefix() -> None:
+    """Let ament_index (and child node processes) find this package in a venv install."""
+    marker = os.path.join(sys.prefix, "share/ament_index/resource_index/packages/qwen_vla_ros")
+    paths = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if os.path.exists(marker) and sys.prefix not in paths:
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *paths])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    _ensure_ament_prefix()
+    selected = next((a for a in argv if a in VERBS), None)
+    args = build_parser(selected).parse_args(argv)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(getattr(importlib.import_module(args._module), args._run)(args) or 0)
     except KeyboardInterrupt:
         return 130
 

@@ -192,6 +192,13 @@ class Embodiment:
             return float(value)
         return value * (cal.command_open - cal.command_closed) + cal.command_closed
 
+    def gripper_command_to_normalised(self, group: ActionGroup, command: float) -> float:
+        """Gripper joint command (rad) back to the normalised opening (for monitoring)."""
+        cal = group.gripper
+        if cal is None:
+            return float(command)
+        return (command - cal.command_closed) / (cal.command_open - cal.command_closed)
+
     def summary(self) -> str:
         """A human-readable table of the action layout and topics."""
         from .report import format_summary

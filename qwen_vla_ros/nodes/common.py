@@ -14,9 +14,9 @@ from rclpy.signals import SignalHandlerOptions
 from ..embodiment import Embodiment, EmbodimentError, load_embodiment
 
 
-def declare_embodiment(node: Node) -> Embodiment:
+def declare_embodiment(node: Node, default: str = "aloha") -> Embodiment:
     """Declare the ``embodiment`` parameter (shipped name or YAML path) and load it."""
-    node.declare_parameter("embodiment", "aloha")
+    node.declare_parameter("embodiment", default)
     return load_embodiment(node.get_parameter("embodiment").value)
 
 
@@ -48,6 +48,9 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None) ->
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # a second Ctrl-C (the terminal and bringup both send one) must not cut the hold short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for node in nodes:
             hook = getattr(node, "on_shutdown", None)
             if hook is not None and rclpy.ok():

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..control.scheduler import InferenceTrigger
+from ..control.inference_trigger import InferenceTrigger, chunk_play_end
 from ..embodiment import Embodiment
 from ..observation import ObservationNotReady
 from ..ros.messages import chunk_to_msg, to_time
@@ -48,7 +50,8 @@ class InferenceNode(Node):
             "num_inference_steps": 10,
             "seed": 0,
             "torch_threads": 1,
-            "replan_fraction": 0.5,  # request the next chunk when this fraction remains
+            "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
+            "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
             "chunk_topic": "action_chunk",
             "autostart": True,
         }
@@ -56,7 +59,10 @@ class InferenceNode(Node):
             self.declare_parameter(name, default)
         self.p = {name: self.get_parameter(name).value for name in params}
         self.policy = load_policy(self.p, self.embodiment, self.get_logger())
-        self.trigger = InferenceTrigger(replan_fraction=self.p["replan_fraction"])
+        self.trigger = InferenceTrigger(
+            strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
+        )
+        self._latencies: deque[float] = deque(maxlen=9)  # node-clock seconds per chunk
         self.chunk_pub = self.create_publisher(JointTrajectory, self.p["chunk_topic"], COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/start", self._on_start)
@@ -118,7 +124,7 @@ class InferenceNode(Node):
         torch.set_num_threads(int(self.p["torch_threads"]))
         while not self._closing.is_set():
             now = self.now_s()
-            if not self._active or not self.trigger.should_request(now, self._last_chunk):
+            if not self._active or not self._due(now):
                 self._wake.wait(timeout=self.embodiment.dt)
                 self._wake.clear()
                 continue
@@ -130,10 +136,26 @@ class InferenceNode(Node):
                 continue
             self._infer(observation, now)
 
+    def _due(self, now: float) -> bool:
+        last = self._last_chunk
+        latency = float(np.median(self._latencies)) if self._latencies else 0.0
+        decision = self.trigger.decide(
+            now,
+            last_start=last.start_time if last else None,
+            last_end=chunk_play_end(last.start_time, last.horizon, last.dt) if last else None,
+            latency_s=latency,
+        )
+        return decision.request
+
     def _infer(self, observation, observed_at: float) -> None:
         started = time.perf_counter()
         try:
-            chunk = self.policy.predict_chunk(observation, self.embodiment, seed=int(self.p["seed"]) + self._chunk_id)
+            chunk = self.policy.predict_chunk(
+                observation,
+                self.embodiment,
+                seed=int(self.p["seed"]) + self._chunk_id,
+                num_steps=int(self.p["num_inference_steps"]),
+            )
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the node
             self.get_logger().error(f"inference failed, holding: {exc}", throttle_duration_sec=2.0)
             self._wake.wait(timeout=0.5)
@@ -143,7 +165,7 @@ class InferenceNode(Node):
         self._chunk_id += 1
         chunk.start_time, chunk.chunk_id = observed_at, self._chunk_id
         chunk.timings["total"] = time.perf_counter() - started
-        self.trigger.record_latency(chunk.timings["total"])
+        self._latencies.append(self.now_s() - observed_at)
         self._last_chunk = chunk
         self.chunk_pub.publish(chunk_to_msg(chunk))
         self._publish_timings(chunk)

@@ -41,7 +41,7 @@ def load_policy(params: dict, embodiment: Embodiment, logger):
     policy = QwenVLAPolicy.from_pretrained(
         source, device=params["device"], dtype=getattr(torch, params["dtype"])
     )
-    policy.num_inference_steps = int(params["num_inference_steps"])
-    policy.require_embodiment(embodiment.name)
+    policy.eval()
+    policy.normalization_for(embodiment)  # fail at start-up, not at the first chunk, if stats are missing
     logger.info(f"policy loaded from {source} for embodiment {embodiment.name}")
     return policy

@@ -1,0 +1,144 @@
+"""Episode records and what is reported about them: metrics, JSON, plots, image strips (pure core).
+
+An :class:`EpisodeRecord` is filled by the episode monitor node while the graph runs; the
+functions here turn it into the numbers a user reads: inference latency percentiles,
+smoothness (largest command change at chunk boundaries against within chunks), commands
+clipped by the safety layer, success.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .embodiment import Embodiment
+
+
+@dataclass
+class EpisodeRecord:
+    """Time series of one episode, times in s of ROS (simulated) time."""
+
+    embodiment: str
+    instruction: str
+    command_times: list[float] = field(default_factory=list)
+    commands: list[np.ndarray] = field(default_factory=list)  # action layout, rig units
+    state_times: list[float] = field(default_factory=list)
+    states: list[np.ndarray] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # arrival at the monitor
+    inference_ms: list[float] = field(default_factory=list)
+    frames: dict[str, list[tuple[float, np.ndarray]]] = field(default_factory=dict)
+    clipped_commands: int = 0
+    success: bool = False
+    reward: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+    wall_seconds: float = 0.0
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "n": 0}
+    arr = np.asarray(values, dtype=float)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "n": int(arr.size),
+    }
+
+
+def smoothness(record: EpisodeRecord, embodiment: Embodiment) -> dict[str, float | None]:
+    """Largest per-tick command change (in units of each joint's step limit) at chunk
+    boundaries (the first tick after a new chunk arrived) and within chunks."""
+    if len(record.commands) < 3:
+        return {"boundary_max": None, "within_max": None, "ratio": None}
+    cmds = np.stack(record.commands)
+    times = np.asarray(record.command_times)
+    steps = np.abs(np.diff(cmds, axis=0)) / embodiment.step_limits
+    per_tick = steps.max(axis=1)
+    arrivals = np.asarray(record.chunk_times)
+    after = np.searchsorted(times[1:], arrivals)  # first change at or after each arrival
+    boundary = np.zeros(len(per_tick), dtype=bool)
+    boundary[after[after < len(per_tick)]] = True
+    b = float(per_tick[boundary].max()) if boundary.any() else None
+    w = float(per_tick[~boundary].max()) if (~boundary).any() else None
+    return {"boundary_max": b, "within_max": w, "ratio": (b / w) if b is not None and w else None}
+
+
+def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) -> dict:
+    duration = record.end_time - record.start_time
+    return {
+        "embodiment": record.embodiment,
+        "instruction": record.instruction,
+        "model": model_note,
+        "sim_seconds": round(duration, 3),
+        "wall_seconds": round(record.wall_seconds, 2),
+        "real_time_factor": round(duration / record.wall_seconds, 3) if record.wall_seconds else None,
+        "control_steps": len(record.commands),
+        "chunks": len(record.chunk_times),
+        "inference_latency_ms": percentiles(record.inference_ms),
+        "commands_clipped_by_safety": record.clipped_commands,
+        "smoothness_in_step_limits": smoothness(record, embodiment),
+        "success": bool(record.success),
+        "reward": record.reward,
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def plot_commands(record: EpisodeRecord, embodiment: Embodiment, path: Path) -> None:
+    """Commanded versus measured value of every action dimension, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = embodiment.action_dim
+    cols = 4 if n > 8 else 2
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=True, squeeze=False)
+    cmds = np.stack(record.commands) if record.commands else np.zeros((0, n))
+    states = np.stack(record.states) if record.states else np.zeros((0, n))
+    t_cmd = np.asarray(record.command_times) - record.start_time
+    t_state = np.asarray(record.state_times) - record.start_time
+    for i, name in enumerate(embodiment.action_names):
+        ax = axes[i // cols][i % cols]
+        ax.plot(t_state, states[:, i], color="0.5", lw=1.5, label="measured")
+        ax.plot(t_cmd, cmds[:, i], color="tab:blue", lw=1.0, label="commanded")
+        ax.axhline(embodiment.position_min[i], color="tab:red", lw=0.6, ls=":")
+        ax.axhline(embodiment.position_max[i], color="tab:red", lw=0.6, ls=":")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for j in range(n, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.supxlabel("time since episode start, s (simulated)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def image_strip(record: EpisodeRecord, path: Path, columns: int = 6) -> None:
+    """One row per camera, ``columns`` frames spread over the episode."""
+    import cv2
+
+    rows = []
+    for camera, frames in sorted(record.frames.items()):
+        if not frames:
+            continue
+        picks = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
+        tiles = []
+        for k in picks:
+            t, image = frames[k]
+            tile = cv2.resize(image, (160, 160))
+            cv2.putText(tile, f"{camera} {t - record.start_time:.1f}s", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+            tiles.append(tile)
+        tiles += [np.zeros_like(tiles[0])] * (columns - len(tiles))
+        rows.append(np.concatenate(tiles, axis=1))
+    if rows:
+        cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))

@@ -1,0 +1,70 @@
+"""The launch files' shared body: launch arguments -> the same parameters `qwen-vla bringup` uses.
+
+Only imported by launch files (it needs launch and launch_ros). Each launch argument maps
+onto a :class:`~qwen_vla_ros.bringup.GraphConfig` field, so `ros2 launch` and
+`qwen-vla bringup` start identical nodes.
+"""
+
+from __future__ import annotations
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from .bringup import GraphConfig
+
+PACKAGE = "qwen_vla_ros"
+
+ARGUMENTS = {
+    "embodiment": "embodiment file (path) or shipped name",
+    "model": "checkpoint folder, hub id, or 'tiny' (untrained); empty = node default / params file",
+    "device": "torch device (cpu, cuda, cuda:1); empty = node default / params file",
+    "params_file": "ROS 2 parameter YAML for every node; empty = none",
+    "namespace": "namespace for every node",
+    "use_sim_time": "follow /clock (true/false)",
+    "strategy": "synchronous | temporal_ensemble | async; empty = node default / params file",
+    "sim": "also start the simulated rig (true/false)",
+}
+
+
+def _nodes(context: LaunchContext) -> list[Node]:
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    config = GraphConfig(
+        embodiment=value["embodiment"],
+        model=value["model"] or None,
+        device=value["device"] or None,
+        params_file=value["params_file"] or None,
+        namespace=value["namespace"],
+        use_sim_time=value["use_sim_time"].lower() == "true",
+        sim=value["sim"].lower() == "true",
+        strategy=value["strategy"] or None,
+    )
+    nodes = []
+    for name in config.nodes():
+        parameters: list = [config.params_file] if config.params_file else []
+        parameters.append(config.parameters(name))
+        nodes.append(
+            Node(
+                package=PACKAGE,
+                executable=name,
+                name=name,
+                namespace=config.namespace or None,
+                parameters=parameters,
+                output="screen",
+                emulate_tty=True,
+            )
+        )
+    return nodes
+
+
+def generate_graph_description(embodiment: str, sim: bool = False) -> LaunchDescription:
+    defaults = {
+        "embodiment": embodiment, "model": "", "device": "", "params_file": "", "namespace": "",
+        "use_sim_time": "true" if sim else "false", "strategy": "", "sim": "true" if sim else "false",
+    }
+    arguments = [
+        DeclareLaunchArgument(name, default_value=defaults[name], description=text)
+        for name, text in ARGUMENTS.items()
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,154 @@
+"""Episode monitor: gives the instruction and records what the graph does (demo, eval, tests).
+
+It listens like any observer would — to the controller command topics, the joint states,
+the cameras, the action chunks, /diagnostics and the sim's success — and fills an
+:class:`~qwen_vla_ros.evaluation.EpisodeRecord`. It follows simulated time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ..data.images import image_to_rgb
+from ..embodiment import Embodiment
+from ..evaluation import EpisodeRecord
+from ..observation import ObservationAssembler, ObservationNotReady
+from ..ros.messages import joint_state_values, odometry_values
+from ..ros.qos import COMMAND, LATCHED, SENSOR
+
+_READERS = {
+    "trajectory_msgs/msg/JointTrajectory": (JointTrajectory, lambda m: list(m.points[-1].positions) if m.points else None),
+    "std_msgs/msg/Float64MultiArray": (Float64MultiArray, lambda m: list(m.data)),
+    "sensor_msgs/msg/JointState": (JointState, lambda m: list(m.position)),
+    "geometry_msgs/msg/Twist": (Twist, lambda m: [m.linear.x, m.angular.z]),
+}
+
+
+class EpisodeMonitor(Node):
+    """Records one episode at a time; call :meth:`begin` to start a new record."""
+
+    def __init__(self, embodiment: Embodiment, frame_interval_s: float = 0.5, **kwargs):
+        super().__init__("episode_monitor", parameter_overrides=[Parameter("use_sim_time", value=True)], **kwargs)
+        self.embodiment = embodiment
+        self.frame_interval_s = frame_interval_s
+        self.state = ObservationAssembler(embodiment)
+        self.record = EpisodeRecord(embodiment.name, "")
+        self._current = embodiment.home_position.copy()
+        self._recording = False
+        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.reset_client = self.create_client(Trigger, "/sim_bridge/reset")
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        for out in self.embodiment.outputs:
+            if out.type in _READERS:
+                msg_type, read = _READERS[out.type]
+                self.create_subscription(msg_type, out.topic, self._command_callback(out, read), COMMAND)
+        for src in self.embodiment.state_sources:
+            msg_type = Odometry if src.type.endswith("Odometry") else JointState
+            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), SENSOR)
+        for cam in self.embodiment.cameras:
+            self.create_subscription(Image, cam.topic, self._image_callback(cam.name), SENSOR)
+        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.create_subscription(Bool, "/sim_bridge/success", self._on_success, LATCHED)
+        self.create_subscription(Float64, "/sim_bridge/reward", self._on_reward, 10)
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- episode control ----------------------------------------------------------------
+    def instruct(self, text: str) -> None:
+        self.instruction_pub.publish(String(data=text))
+
+    def begin(self, instruction: str) -> None:
+        """Start recording a new episode from now."""
+        self.record = EpisodeRecord(self.embodiment.name, instruction, start_time=self.now_s())
+        self._recording = True
+
+    def end(self) -> EpisodeRecord:
+        self._recording = False
+        self.record.end_time = self.now_s()
+        return self.record
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _command_callback(self, output, read):
+        slices = [self.embodiment.group_slices[g] for g in output.groups]
+        groups = [self.embodiment.group(g) for g in output.groups]
+
+        def callback(msg) -> None:
+            values = read(msg)
+            if values is None:
+                return
+            k = 0
+            for group, where in zip(groups, slices, strict=True):
+                width = where.stop - where.start
+                part = np.asarray(values[k : k + width], dtype=float)
+                if group.kind == "gripper":
+                    part = np.array([self.embodiment.gripper_command_to_normalised(group, part[0])])
+                self._current[where] = part
+                k += width
+            if self._recording and output is self.embodiment.outputs[0]:
+                # one row per control tick: sampled when the first output is published
+                self.record.command_times.append(self.now_s())
+                self.record.commands.append(self._current.copy())
+
+        return callback
+
+    def _state_callback(self, source: str):
+        def callback(msg) -> None:
+            values = odometry_values(msg) if isinstance(msg, Odometry) else joint_state_values(msg)
+            now = self.now_s()
+            self.state.add_joint_values(source, values, now, now)
+            if self._recording and source == self.embodiment.state_sources[0].name:
+                try:
+                    self.record.states.append(self.state.state_vector())
+                    self.record.state_times.append(now)
+                except ObservationNotReady:
+                    pass
+
+        return callback
+
+    def _image_callback(self, camera: str):
+        def callback(msg: Image) -> None:
+            if not self._recording:
+                return
+            frames = self.record.frames.setdefault(camera, [])
+            now = self.now_s()
+            if frames and now - frames[-1][0] < self.frame_interval_s:
+                return
+            rgb = image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data)
+            frames.append((now, rgb))
+
+        return callback
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        if self._recording and msg.points:
+            self.record.chunk_times.append(self.now_s())
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        if not self._recording:
+            return
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.endswith(": inference") and "total_ms" in values:
+                self.record.inference_ms.append(float(values["total_ms"]))
+            if status.name.endswith(": control") and "clipped_ticks" in values:
+                self.record.clipped_commands = int(values["clipped_ticks"])
+
+    def _on_success(self, msg: Bool) -> None:
+        if self._recording:
+            self.record.success = self.record.success or bool(msg.data)
+
+    def _on_reward(self, msg: Float64) -> None:
+        if self._recording:
+            self.record.reward = max(self.record.reward, float(msg.data))

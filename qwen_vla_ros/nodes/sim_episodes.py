@@ -1,0 +1,197 @@
+"""`qwen-vla demo` and `qwen-vla eval`: the whole graph on the simulated rig, episodes end by themselves.
+
+Both start the sim bridge, the inference process and the chunk publisher as separate
+processes (exactly as `qwen-vla bringup --sim` does), give the instruction on the
+instruction topic, and watch with an :class:`EpisodeMonitor`. An episode starts when the
+first command reaches the rig and lasts ``--seconds`` of simulated time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from std_srvs.srv import Trigger
+
+from ..bringup import Graph, GraphConfig
+from ..embodiment import load_embodiment
+from ..evaluation import image_strip, percentiles, plot_commands, summarize, write_json
+from .episode_monitor import EpisodeMonitor
+
+DEFAULT_INSTRUCTION = "pick up the red cube with the right arm and hand it to the left arm"
+UNTRAINED_NOTE = "tiny UNTRAINED policy (random weights): it moves within limits, it is not a trained skill"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embodiment", default="aloha_sim")
+    parser.add_argument("--model", default="tiny", help="checkpoint folder, hub id, or 'tiny' (untrained)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
+    parser.add_argument("--seconds", type=float, default=8.0, help="episode length, simulated s")
+    parser.add_argument("--strategy", default="async", choices=["synchronous", "temporal_ensemble", "async"])
+    parser.add_argument("--output", type=Path, help="output folder (default outputs/<verb>-<time>)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many wall s")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser)
+    parser.add_argument("--episodes", type=int, default=2)
+    parser.set_defaults(seconds=5.0)
+
+
+class _Session:
+    """The processes, the monitor and an executor, with progress printed as it goes."""
+
+    def __init__(self, args: argparse.Namespace, out: Path):
+        self.args = args
+        self.embodiment = load_embodiment(args.embodiment)
+        config = GraphConfig(
+            embodiment=args.embodiment, model=args.model, device=args.device, sim=True,
+            strategy=args.strategy, extra={"sim_bridge": {"task": args.task}},
+        )
+        self.graph = Graph(config, log_dir=out / "logs")
+        self.deadline = time.monotonic() + args.timeout
+
+    def __enter__(self) -> _Session:
+        self.graph.start()
+        rclpy.init()
+        self.monitor = EpisodeMonitor(self.embodiment)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.monitor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.graph.stop()
+        self.monitor.destroy_node()
+        rclpy.shutdown()
+
+    def spin_until(self, done, what: str) -> None:
+        last_print = 0.0
+        while not done():
+            self.executor.spin_once(timeout_sec=0.05)
+            if self.graph.exited():
+                raise RuntimeError(f"a node process exited: {self.graph.exited()} (see {self.graph.log_dir})")
+            if time.monotonic() > self.deadline:
+                raise TimeoutError(f"timed out while {what} (see logs in {self.graph.log_dir})")
+            if time.monotonic() - last_print > 2.0:
+                last_print = time.monotonic()
+                rec = self.monitor.record
+                print(
+                    f"  [{what}] sim t={self.monitor.now_s():6.2f} s  commands={len(rec.commands)}  "
+                    f"chunks={len(rec.chunk_times)}  success={rec.success}",
+                    flush=True,
+                )
+
+    def episode(self, instruction: str, seconds: float, reset: bool) -> dict:
+        monitor = self.monitor
+        if reset:
+            monitor.instruct("")  # stop the old task before the world jumps back
+            self.spin_until(lambda: monitor.reset_client.service_is_ready(), "waiting for the sim")
+            future = monitor.reset_client.call_async(Trigger.Request())
+            self.spin_until(future.done, "resetting the sim")
+        monitor.instruct(instruction)
+        monitor.begin(instruction)
+        self.spin_until(lambda: len(monitor.record.commands) > 0, "waiting for the first command (model loading)")
+        monitor.begin(instruction)  # the episode starts with the first command
+        wall = time.monotonic()
+        self.spin_until(lambda: monitor.now_s() - monitor.record.start_time >= seconds, "episode")
+        record = monitor.end()
+        record.wall_seconds = time.monotonic() - wall
+        return record
+
+
+def _output_dir(args: argparse.Namespace, verb: str) -> Path:
+    out = args.output or Path("outputs") / f"{verb}-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _model_note(args: argparse.Namespace) -> str:
+    return UNTRAINED_NOTE if args.model == "tiny" else f"checkpoint {args.model}"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = _output_dir(args, "demo")
+    print(f"[demo] {args.embodiment} in simulation, task {args.task}, model: {_model_note(args)}")
+    print(f"[demo] instruction: '{args.instruction}'; {args.seconds:g} simulated s; output in {out}")
+    with _Session(args, out) as session:
+        record = session.episode(args.instruction, args.seconds, reset=False)
+    summary = summarize(record, session.embodiment, _model_note(args))
+    write_json(out / "summary.json", summary)
+    plot_commands(record, session.embodiment, out / "commands_vs_measured.png")
+    image_strip(record, out / "cameras.png")
+    print(json.dumps(summary, indent=2))
+    print(f"[demo] wrote {out}/summary.json, commands_vs_measured.png, cameras.png, logs/")
+    if args.model == "tiny":
+        print("[demo] NOTE: " + UNTRAINED_NOTE + ". Train one with `qwen-vla train` (docs/training.md).")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    out = _output_dir(args, "eval")
+    print(f"[eval] {args.episodes} episodes of {args.task}, {args.seconds:g} s each, model: {_model_note(args)}")
+    episodes = []
+    with _Session(args, out) as session:
+        for i in range(args.episodes):
+            record = session.episode(args.instruction, args.seconds, reset=i > 0)
+            episodes.append(summarize(record, session.embodiment, _model_note(args)))
+            print(f"[eval] episode {i + 1}: success={record.success} reward={record.reward}")
+    latencies = [e["inference_latency_ms"]["p50"] for e in episodes if e["inference_latency_ms"]["p50"]]
+    ratios = [e["smoothness_in_step_limits"]["ratio"] for e in episodes if e["smoothness_in_step_limits"]["ratio"]]
+    report = {
+        "episodes": len(episodes),
+        "success_rate": float(np.mean([e["success"] for e in episodes])),
+        "inference_latency_ms_p50_per_episode": percentiles(latencies),
+        "boundary_to_within_change_ratio": float(np.median(ratios)) if ratios else None,
+        "per_episode": episodes,
+    }
+    write_json(out / "eval.json", report)
+    _plot_eval(episodes, out / "eval.png")
+    print(json.dumps({k: v for k, v in report.items() if k != "per_episode"}, indent=2))
+    print(f"[eval] wrote {out}/eval.json and eval.png")
+    return 0
+
+
+def _plot_eval(episodes: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    idx = np.arange(1, len(episodes) + 1)
+    axes[0].bar(idx, [e["reward"] for e in episodes], color=["tab:green" if e["success"] else "tab:gray" for e in episodes])
+    axes[0].set(title="reward per episode (green = success)", xlabel="episode")
+    b = [e["smoothness_in_step_limits"]["boundary_max"] or 0 for e in episodes]
+    w = [e["smoothness_in_step_limits"]["within_max"] or 0 for e in episodes]
+    axes[1].bar(idx - 0.2, b, 0.4, label="at chunk boundaries")
+    axes[1].bar(idx + 0.2, w, 0.4, label="within chunks")
+    axes[1].set(title="largest command change / step limit", xlabel="episode")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _guarded(verb: str, body, args: argparse.Namespace) -> int:
+    try:
+        return body(args)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"[{verb}] FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+def demo(args: argparse.Namespace) -> int:
+    return _guarded("demo", run_demo, args)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    return _guarded("eval", run_eval, args)

@@ -1,0 +1,55 @@
+"""Controller commands: the control core's plain output commands -> ROS messages.
+
+Built-in types are filled by convention; any other type (Interbotix JointGroupCommand,
+JointSingleCommand, ...) is loaded by name and filled through the output's ``fields``
+mapping, which the control core has already resolved to values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geometry_msgs.msg import Twist
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..embodiment import Embodiment
+from .messages import fill_fields, message_class, to_duration
+from .qos import COMMAND
+
+
+def command_to_msg(command: Any, stamp: Any, dt: float) -> Any:
+    """One OutputCommand -> its message. ``dt`` (s) is the time to reach a trajectory point."""
+    values = [float(v) for v in command.values]
+    if command.msg_type == "trajectory_msgs/msg/JointTrajectory":
+        msg = JointTrajectory(joint_names=list(command.joint_names))
+        # stamp zero = "start now" for joint_trajectory_controller; reach the point in one period
+        msg.points = [JointTrajectoryPoint(positions=values, time_from_start=to_duration(dt))]
+        return msg
+    if command.msg_type == "std_msgs/msg/Float64MultiArray":
+        return Float64MultiArray(data=values)
+    if command.msg_type == "sensor_msgs/msg/JointState":
+        msg = JointState(name=list(command.joint_names), position=values)
+        msg.header.stamp = stamp
+        return msg
+    if command.msg_type == "geometry_msgs/msg/Twist" and not command.fields:
+        msg = Twist()
+        msg.linear.x, msg.angular.z = values[0], values[1]
+        return msg
+    return fill_fields(message_class(command.msg_type)(), dict(command.fields or {}))
+
+
+class CommandPublishers:
+    """One publisher per embodiment output; message classes resolved once, at start-up."""
+
+    def __init__(self, node, embodiment: Embodiment):
+        self.dt = embodiment.dt
+        self.publishers = {
+            out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND)
+            for out in embodiment.outputs
+        }
+
+    def publish(self, commands: list, stamp: Any) -> None:
+        for command in commands:
+            self.publishers[command.topic].publish(command_to_msg(command, stamp, self.dt))
