@@ -29,7 +29,7 @@ REQ="$REPO/requirements"
 say() { printf '[setup] %s\n' "$*"; }
 
 # -- 1. system packages --------------------------------------------------------------
-APT_PACKAGES=(libegl1 libgl1 libglx-mesa0 libegl-mesa0 libosmesa6)
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6)
 missing_apt=()
 if command -v dpkg-query >/dev/null; then
   for pkg in "${APT_PACKAGES[@]}"; do

@@ -124,3 +124,7 @@ class ChunkPublisherNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run qwen_vla_ros chunk_publisher --ros-args -p embodiment:=aloha`."""
     return run_nodes(lambda: [ChunkPublisherNode()], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -196,3 +196,7 @@ def build_policy_nodes() -> list[Node]:
 def main(args: list[str] | None = None) -> int:
     """`ros2 run qwen_vla_ros inference_node`: observation + inference nodes in one process."""
     return run_nodes(build_policy_nodes, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -121,3 +121,7 @@ class ObservationNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run qwen_vla_ros observation_node`: report observation health on /diagnostics."""
     return run_nodes(lambda: [ObservationNode(standalone=True)], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,8 @@ import threading
 import time
 
 import numpy as np
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -30,45 +32,21 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..data.images import rgb_to_image_fields
-from ..embodiment import Embodiment
 from ..ros.qos import COMMAND, LATCHED, SENSOR
-from ..sim.aloha_conventions import ARM_JOINTS
+from ..sim.rig import SimRig
 from .common import declare_embodiment, run_nodes
 
-#: message type name -> function returning the commanded values of one message
+#: message type name -> (class, function returning the commanded values of one message)
 _COMMAND_READERS = {
     "trajectory_msgs/msg/JointTrajectory": (JointTrajectory, lambda m: list(m.points[-1].positions) if m.points else []),
     "std_msgs/msg/Float64MultiArray": (Float64MultiArray, lambda m: list(m.data)),
     "sensor_msgs/msg/JointState": (JointState, lambda m: list(m.position)),
+    "geometry_msgs/msg/Twist": (Twist, lambda m: [m.linear.x, m.angular.z]),
 }
 
 
-def _side_of(source_name: str) -> str:
-    if "left" in source_name:
-        return "left"
-    if "right" in source_name:
-        return "right"
-    raise ValueError(f"state source '{source_name}' names no arm side (left/right)")
-
-
-def command_targets(embodiment: Embodiment) -> dict[str, list[tuple[str, str]]]:
-    """Output topic -> (side, joint or 'gripper') per value, from the embodiment's state refs."""
-    targets = {}
-    for output in embodiment.outputs:
-        slots = []
-        for group_name in output.groups:
-            group = embodiment.group(group_name)
-            for joint in group.joints:
-                if joint.state is None:
-                    raise ValueError(f"{group_name}/{joint.name} has no state reference to simulate")
-                side = _side_of(joint.state.source)
-                slots.append((side, "gripper" if group.kind == "gripper" else joint.state.joint))
-        targets[output.topic] = slots
-    return targets
-
-
 class SimBridgeNode(Node):
-    """Steps :class:`~qwen_vla_ros.sim.aloha_sim.AlohaSim` and speaks the rig's topics."""
+    """Steps a :class:`~qwen_vla_ros.sim.rig.SimRig` and speaks the rig's topics."""
 
     def __init__(self, **kwargs):
         super().__init__("sim_bridge", **kwargs)
@@ -82,11 +60,8 @@ class SimBridgeNode(Node):
         for name, default in params.items():
             self.declare_parameter(name, default)
         self.p = {name: self.get_parameter(name).value for name in params}
-        from ..sim.aloha_sim import AlohaSim  # MuJoCo only where a sim is wanted
-
-        self.sim = AlohaSim.from_embodiment(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]))
+        self.sim = SimRig(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]))
         self._lock = threading.Lock()
-        self._targets = command_targets(self.embodiment)
         self._make_interfaces()
         self.commands_applied = 0
         self.commands_rejected = 0
@@ -97,7 +72,8 @@ class SimBridgeNode(Node):
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.state_pubs = {
-            s.name: self.create_publisher(JointState, s.topic, SENSOR) for s in self.embodiment.state_sources
+            s.name: self.create_publisher(Odometry if s.type.endswith("Odometry") else JointState, s.topic, SENSOR)
+            for s in self.embodiment.state_sources
         }
         self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
@@ -106,55 +82,29 @@ class SimBridgeNode(Node):
             if output.type not in _COMMAND_READERS:
                 raise ValueError(
                     f"the sim consumes {', '.join(_COMMAND_READERS)}; output {output.topic} is "
-                    f"{output.type} (use the aloha_sim embodiment)"
+                    f"{output.type} (use an embodiment with built-in output types, e.g. aloha_sim)"
                 )
             msg_type, read = _COMMAND_READERS[output.type]
             self.create_subscription(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
 
     def _command_callback(self, topic: str, read):
-        slots = self._targets[topic]
-
         def callback(msg) -> None:
-            values = read(msg)
-            if len(values) != len(slots) or not np.all(np.isfinite(values)):
-                self.commands_rejected += 1
-                self.get_logger().warning(f"{topic}: expected {len(slots)} finite values", throttle_duration_sec=2.0)
-                return
-            self._apply(slots, values)
+            with self._lock:
+                try:
+                    self.sim.apply(topic, read(msg))
+                    self.commands_applied += 1
+                except ValueError as exc:  # malformed or out of the joint's range: refuse, as a servo would
+                    self.commands_rejected += 1
+                    self.get_logger().warning(f"command refused by the sim: {exc}", throttle_duration_sec=2.0)
 
         return callback
-
-    def _apply(self, slots: list[tuple[str, str]], values: list[float]) -> None:
-        arm: dict[str, dict[str, float]] = {}
-        with self._lock:
-            try:
-                for (side, joint), value in zip(slots, values, strict=True):
-                    if joint == "gripper":
-                        self.sim.set_gripper_target(side, value)
-                    else:
-                        arm.setdefault(side, {})[joint] = value
-                for side, joints in arm.items():
-                    target = self.sim.arm_targets(side)
-                    for i, name in enumerate(ARM_JOINTS):
-                        target[i] = joints.get(name, target[i])
-                    self.sim.set_arm_targets(side, target)
-                self.commands_applied += 1
-            except ValueError as exc:  # out of range for the simulated joint: refuse, as a servo would
-                self.commands_rejected += 1
-                self.get_logger().warning(f"command refused by the sim: {exc}", throttle_duration_sec=2.0)
 
     def _on_reset(self, request, response):
         task = self.get_parameter("task").value
         with self._lock:
-            if task != self.sim.task_name:
-                from ..sim.aloha_sim import AlohaSim
-
-                self.sim.close()
-                self.sim = AlohaSim.from_embodiment(self.embodiment, task=task, seed=int(self.p["seed"]))
-            else:
-                self.sim.reset()
-        response.success, response.message = True, f"new {task} episode (seed {self.sim.episode_seed})"
+            self.sim.reset(task=task)
+        response.success, response.message = True, f"new {task} episode"
         return response
 
     # -- simulation loop --------------------------------------------------------------------
@@ -170,9 +120,9 @@ class SimBridgeNode(Node):
                 if step % frames_every == 0:
                     self._publish_cameras(stamp)
                     self._publish_task_state()
-                if self.sim.last_warning:
-                    self.get_logger().error(self.sim.last_warning)
-                    self.sim.last_warning = None
+                warning = self.sim.take_warning()
+                if warning:
+                    self.get_logger().error(warning)
             step += 1
             if rtf > 0:  # pace: never run ahead of wall time * rtf
                 ahead = step * dt / rtf - (time.perf_counter() - wall_start)
@@ -185,11 +135,24 @@ class SimBridgeNode(Node):
         clock.clock.sec, clock.clock.nanosec = divmod(now, 1_000_000_000)
         self.clock_pub.publish(clock)
         for source in self.embodiment.state_sources:
-            names, positions, velocities = self.sim.joint_states(_side_of(source.name))
-            msg = JointState(name=list(names), position=positions.tolist(), velocity=velocities.tolist())
+            if source.type.endswith("Odometry"):
+                msg = self._odometry()
+            else:
+                names, positions, velocities = self.sim.joint_state(source.name)
+                msg = JointState(name=list(names), position=positions.tolist(), velocity=velocities.tolist())
             msg.header.stamp = clock.clock
             self.state_pubs[source.name].publish(msg)
         return clock.clock
+
+    def _odometry(self) -> Odometry:
+        odom = self.sim.odometry()
+        msg = Odometry()
+        msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+        msg.pose.pose.position.x, msg.pose.pose.position.y = odom["x"], odom["y"]
+        msg.pose.pose.orientation.z = float(np.sin(odom["yaw"] / 2))
+        msg.pose.pose.orientation.w = float(np.cos(odom["yaw"] / 2))
+        msg.twist.twist.linear.x, msg.twist.twist.angular.z = odom["linear_x"], odom["angular_z"]
+        return msg
 
     def _publish_cameras(self, stamp) -> None:
         for camera in self.embodiment.cameras:
@@ -199,9 +162,8 @@ class SimBridgeNode(Node):
             self.camera_pubs[camera.name].publish(msg)
 
     def _publish_task_state(self) -> None:
-        reward = self.sim.reward()
-        self.reward_pub.publish(Float64(data=float(reward)))
-        self.success_pub.publish(Bool(data=reward >= self.sim.max_reward))
+        self.reward_pub.publish(Float64(data=self.sim.reward()))
+        self.success_pub.publish(Bool(data=self.sim.success()))
 
     def on_shutdown(self) -> None:
         self._closing.set()
@@ -212,3 +174,7 @@ class SimBridgeNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run qwen_vla_ros sim_bridge --ros-args -p embodiment:=aloha_sim`."""
     return run_nodes(lambda: [SimBridgeNode()], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
