@@ -28,7 +28,13 @@ from ..control.control_loop import ControlLoop
 from ..embodiment import Embodiment
 from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.commands import CommandPublishers
-from ..ros.messages import MessageConversionError, joint_state_values, msg_to_chunk, odometry_values
+from ..ros.messages import (
+    MessageConversionError,
+    joint_state_values,
+    msg_to_chunk,
+    odometry_pose,
+    odometry_values,
+)
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from .common import declare_embodiment, run_nodes
 
@@ -50,6 +56,7 @@ class ChunkPublisherNode(Node):
         self.loop = ControlLoop(self.embodiment, strategy=p["strategy"])
         self.state = ObservationAssembler(self.embodiment)  # reused for the state vector only
         self.estop = False
+        self.base_pose = None  # (x, y, yaw) from odometry, when a source gives it
         self.outputs = CommandPublishers(self, self.embodiment)
         self.create_subscription(JointTrajectory, p["chunk_topic"], self._on_chunk, COMMAND)
         self.create_subscription(Bool, p["estop_topic"], self._on_estop, LATCHED)
@@ -73,7 +80,11 @@ class ChunkPublisherNode(Node):
     def _state_callback(self, source: str):
         def callback(msg) -> None:
             try:
-                values = odometry_values(msg) if isinstance(msg, Odometry) else joint_state_values(msg)
+                if isinstance(msg, Odometry):
+                    values = odometry_values(msg)
+                    self.base_pose = odometry_pose(msg)  # waypoint tracking follows odometry
+                else:
+                    values = joint_state_values(msg)
                 self.state.add_joint_values(source, values, self.now_s(), self.now_s())
             except (MessageConversionError, ValueError) as exc:
                 self.get_logger().warning(f"state from '{source}' dropped: {exc}", throttle_duration_sec=2.0)
@@ -85,7 +96,7 @@ class ChunkPublisherNode(Node):
             self.loop.stop()
             return
         try:
-            chunk = msg_to_chunk(msg, self.embodiment.action_names)
+            chunk = msg_to_chunk(msg, self.embodiment.action_names, self.embodiment.dt)
         except MessageConversionError as exc:
             self.get_logger().error(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
             return
@@ -99,7 +110,7 @@ class ChunkPublisherNode(Node):
         self.estop = bool(msg.data)
 
     def _tick(self) -> None:
-        result = self.loop.tick(self.now_s(), self._measured_state(), self.estop)
+        result = self.loop.tick(self.now_s(), self._measured_state(), self.estop, self.base_pose)
         self.outputs.publish(result.commands, self.get_clock().now().to_msg())
         self.ticks += 1
 
@@ -109,7 +120,7 @@ class ChunkPublisherNode(Node):
             name=f"{self.get_name()}: control",
             hardware_id=self.embodiment.name,
             level=DiagnosticStatus.OK if stats["mode"] == "run" else DiagnosticStatus.WARN,
-            message=f"{stats['mode']}: {stats['reason']}"[:300],
+            message=f"{stats['mode']} ({stats['cause']}): {stats['reason']}"[:300],
             values=[KeyValue(key=k, value=str(v)) for k, v in stats.items() if k not in ("mode", "reason")],
         )
         array = DiagnosticArray(status=[status])

@@ -16,6 +16,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..control.chunk_points import ChunkFormatError, chunk_from_points, points_from_chunk
 from ..types import ActionChunk
 
 
@@ -42,44 +43,44 @@ def to_duration(seconds: float) -> Duration:
 
 # -- action chunks ----------------------------------------------------------------------------
 def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
-    msg = JointTrajectory()
-    msg.header.stamp = to_time(chunk.start_time)
+    names, positions, times, stamp = points_from_chunk(chunk)
+    msg = JointTrajectory(joint_names=names)
+    msg.header.stamp = to_time(stamp)
     msg.header.frame_id = f"{chunk.embodiment}#{chunk.chunk_id}"
-    msg.joint_names = list(chunk.names)
-    for i, row in enumerate(np.asarray(chunk.actions, dtype=np.float64)):
-        msg.points.append(
-            JointTrajectoryPoint(positions=row.tolist(), time_from_start=to_duration(i * chunk.dt))
-        )
+    msg.points = [
+        JointTrajectoryPoint(positions=row, time_from_start=to_duration(t))
+        for row, t in zip(positions, times, strict=True)
+    ]
     return msg
 
 
-def msg_to_chunk(msg: JointTrajectory, expected_names: list[str]) -> ActionChunk:
-    """Parse a chunk; raises MessageConversionError on wrong names, ragged points or bad timing."""
+def msg_to_chunk(msg: JointTrajectory, expected_names: list[str], dt: float) -> ActionChunk:
+    """Parse a chunk for an embodiment with control period ``dt`` (s).
+
+    Raises MessageConversionError on wrong names, ragged points or irregular timing.
+    """
     names = list(msg.joint_names)
     if names != list(expected_names):
         raise MessageConversionError(
             f"chunk joint names {names[:4]}... ({len(names)}) do not match the embodiment's "
             f"action layout {list(expected_names)[:4]}... ({len(expected_names)})"
         )
-    if len(msg.points) < 1:
-        raise MessageConversionError("chunk has no points")
     widths = {len(p.positions) for p in msg.points}
-    if widths != {len(names)}:
+    if widths - {len(names)}:
         raise MessageConversionError(f"chunk points have {sorted(widths)} values, expected {len(names)}")
-    times = np.array([to_seconds(p.time_from_start) for p in msg.points])
-    steps = np.diff(times)
-    if len(steps) and (np.any(steps <= 0) or np.ptp(steps) > 1e-3):
-        raise MessageConversionError("chunk time_from_start must increase on a regular grid")
-    dt = float(steps.mean()) if len(steps) else 0.0
     source, _, chunk_id = msg.header.frame_id.partition("#")
-    return ActionChunk(
-        actions=np.array([p.positions for p in msg.points], dtype=np.float64),
-        names=names,
-        dt=dt,
-        start_time=to_seconds(msg.header.stamp) + float(times[0]),
-        embodiment=source,
-        chunk_id=int(chunk_id) if chunk_id.isdigit() else 0,
-    )
+    try:
+        return chunk_from_points(
+            names,
+            [list(p.positions) for p in msg.points],
+            [to_seconds(p.time_from_start) for p in msg.points],
+            to_seconds(msg.header.stamp),
+            embodiment=source,
+            chunk_id=int(chunk_id) if chunk_id.isdigit() else 0,
+            default_dt=dt,
+        )
+    except ChunkFormatError as exc:
+        raise MessageConversionError(f"chunk: {exc}") from None
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -96,6 +97,13 @@ def odometry_values(msg: Any) -> dict[str, float]:
     """nav_msgs/Odometry -> measured base velocity {linear_x m/s, angular_z rad/s}."""
     twist = msg.twist.twist
     return {"linear_x": float(twist.linear.x), "angular_z": float(twist.angular.z)}
+
+
+def odometry_pose(msg: Any) -> np.ndarray:
+    """nav_msgs/Odometry -> planar pose (x m, y m, yaw rad) in the odometry frame."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    yaw = np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return np.array([p.x, p.y, yaw], dtype=np.float64)
 
 
 # -- message types by name --------------------------------------------------------------------

@@ -1,0 +1,186 @@
+"""A tiny navigation world for the ``mobile_base`` embodiment.
+
+A checkered floor, a few coloured boxes and a green goal disc, built from an
+MJCF string; the robot is a mocap body carrying the ``front`` camera and is
+moved by a :class:`KinematicBase` (no dynamics: the base passes through boxes,
+and :meth:`MobileBaseSim.in_collision` reports when its footprint overlaps one).
+Success is reaching the goal disc.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from .errors import SimConfigError
+from .kinematic_base import BaseLimits, KinematicBase
+from .renderer import OffscreenCameras, SimCamera
+
+BASE_RADIUS_M = 0.25
+FRONT_CAMERA_TILT_RAD = 0.2  # looks slightly down, so the floor ahead is in view
+
+
+@dataclass(frozen=True)
+class Obstacle:
+    """A box standing on the floor: centre (m), half side (m), colour RGBA (0..1)."""
+
+    name: str
+    x: float
+    y: float
+    half_size: float = 0.2
+    rgba: tuple[float, float, float, float] = (0.8, 0.1, 0.1, 1.0)
+
+
+DEFAULT_OBSTACLES = (
+    Obstacle("red_box", 1.4, 0.8, 0.2, (0.85, 0.15, 0.1, 1.0)),
+    Obstacle("blue_box", 1.8, -0.9, 0.25, (0.1, 0.3, 0.85, 1.0)),
+    Obstacle("yellow_box", 3.6, 0.4, 0.3, (0.9, 0.8, 0.1, 1.0)),
+)
+
+
+def scene_mjcf(goal_xy: tuple[float, float], goal_radius: float,
+               obstacles: Sequence[Obstacle]) -> str:
+    """MJCF text of the navigation world."""
+    boxes = "\n".join(
+        f'<geom name="{o.name}" type="box" pos="{o.x} {o.y} {o.half_size}" '
+        f'size="{o.half_size} {o.half_size} {o.half_size}" rgba="{" ".join(map(str, o.rgba))}"/>'
+        for o in obstacles
+    )
+    tilt = FRONT_CAMERA_TILT_RAD
+    return f"""
+<mujoco model="mobile_base_scene">
+  <visual>
+    <headlight ambient="0.45 0.45 0.45" diffuse="0.4 0.4 0.4"/>
+    <quality shadowsize="0" offsamples="0"/>
+  </visual>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" rgb1="0.3 0.3 0.33" rgb2="0.55 0.55 0.58"
+             width="256" height="256"/>
+    <material name="floor" texture="grid" texrepeat="10 10"/>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.6 0.75 0.9" rgb2="0.95 0.95 1"
+             width="64" height="64"/>
+  </asset>
+  <worldbody>
+    <light directional="true" pos="0 0 5" dir="0.3 0.2 -1" diffuse="0.5 0.5 0.5"/>
+    <geom name="floor" type="plane" size="10 10 0.1" material="floor"/>
+    {boxes}
+    <geom name="goal" type="cylinder" pos="{goal_xy[0]} {goal_xy[1]} 0.003"
+          size="{goal_radius} 0.003" rgba="0.1 0.8 0.2 1" contype="0" conaffinity="0"/>
+    <body name="base" mocap="true">
+      <geom type="cylinder" size="{BASE_RADIUS_M} 0.1" pos="0 0 0.12" rgba="0.15 0.15 0.15 1"
+            contype="0" conaffinity="0"/>
+      <camera name="front" pos="0.2 0 0.5" fovy="70"
+              xyaxes="0 -1 0 {math.sin(tilt):.6f} 0 {math.cos(tilt):.6f}"/>
+    </body>
+  </worldbody>
+</mujoco>
+"""
+
+
+class MobileBaseSim:
+    """A kinematic base in a small world with a front camera and a goal region.
+
+    Args:
+        goal_xy: goal centre in the odom frame, m; ``goal_radius`` m.
+        obstacles: boxes to place; default three coloured boxes.
+        cameras: embodiment camera name -> :class:`SimCamera`; the scene has one
+            MuJoCo camera, ``front``, mounted 0.5 m up, looking forward.
+        limits, command_timeout_s: see :class:`KinematicBase`.
+        start_pose: (x m, y m, yaw rad) after each reset.
+    """
+
+    def __init__(
+        self,
+        goal_xy: tuple[float, float] = (3.0, 0.0),
+        goal_radius: float = 0.3,
+        obstacles: Sequence[Obstacle] = DEFAULT_OBSTACLES,
+        cameras: Mapping[str, SimCamera | tuple[str, int, int]] | None = None,
+        limits: BaseLimits | None = None,
+        start_pose: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        command_timeout_s: float | None = 0.5,
+        render_quality: str = "fast",
+    ) -> None:
+        if not goal_radius > 0:
+            raise SimConfigError(f"goal_radius must be positive, got {goal_radius} m")
+        self.goal_xy = (float(goal_xy[0]), float(goal_xy[1]))
+        self.goal_radius = float(goal_radius)
+        self.obstacles = tuple(obstacles)
+        self._model = mujoco.MjModel.from_xml_string(
+            scene_mjcf(self.goal_xy, self.goal_radius, self.obstacles)
+        )
+        self._data = mujoco.MjData(self._model)
+        self._cameras = OffscreenCameras(
+            self._model, {"front": SimCamera("front")} if cameras is None else cameras,
+            render_quality,
+        )
+        self._start_pose = start_pose
+        self.base = KinematicBase(limits, start_pose, command_timeout_s)
+
+    @classmethod
+    def from_embodiment(cls, embodiment, **kwargs) -> MobileBaseSim:
+        """Camera sizes and base limits from an embodiment (its cameras all view ``front``)."""
+        cameras = {c.name: SimCamera("front", *c.image_size) for c in embodiment.cameras}
+        return cls(cameras=cameras, limits=BaseLimits.from_embodiment(embodiment), **kwargs)
+
+    def reset(self, pose: tuple[float, float, float] | None = None) -> None:
+        """Put the base back at rest at ``pose`` (default: the start pose)."""
+        self.base.reset(self._start_pose if pose is None else pose)
+
+    def set_cmd_vel(self, linear: float, angular: float) -> None:
+        """Forward m/s and turn rad/s, as on cmd_vel."""
+        self.base.set_cmd_vel(linear, angular)
+
+    def step(self, dt: float) -> None:
+        """Advance ``dt`` seconds of simulated time."""
+        self.base.step(dt)
+
+    @property
+    def sim_time(self) -> float:
+        return self.base.sim_time
+
+    @property
+    def pose(self) -> tuple[float, float, float]:
+        return self.base.pose
+
+    @property
+    def twist(self) -> tuple[float, float]:
+        return self.base.twist
+
+    @property
+    def camera_names(self) -> list[str]:
+        return self._cameras.names
+
+    def render(self, camera_name: str = "front") -> np.ndarray:
+        """The camera's view from the current base pose: (height, width, 3) uint8 RGB."""
+        x, y, yaw = self.base.pose
+        self._data.mocap_pos[0] = (x, y, 0.0)
+        self._data.mocap_quat[0] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+        mujoco.mj_kinematics(self._model, self._data)
+        mujoco.mj_camlight(self._model, self._data)
+        return self._cameras.render(self._data, camera_name)
+
+    def distance_to_goal(self) -> float:
+        """Distance from the base centre to the goal centre, m."""
+        x, y, _ = self.base.pose
+        return math.hypot(x - self.goal_xy[0], y - self.goal_xy[1])
+
+    def success(self) -> bool:
+        """True once the base centre is inside the goal disc."""
+        return self.distance_to_goal() <= self.goal_radius
+
+    def in_collision(self) -> bool:
+        """True if the base footprint (a 0.25 m disc) overlaps an obstacle's footprint."""
+        x, y, _ = self.base.pose
+        for box in self.obstacles:
+            dx = max(abs(x - box.x) - box.half_size, 0.0)
+            dy = max(abs(y - box.y) - box.half_size, 0.0)
+            if math.hypot(dx, dy) < BASE_RADIUS_M:
+                return True
+        return False
+
+    def close(self) -> None:
+        self._cameras.close()
