@@ -357,6 +357,10 @@ class ControlLoop:
         tier = "soft" if cause in SOFT_CAUSES else "hard"
         if self._hold_tier is None or (self._hold_tier == "soft" and tier == "hard"):
             self._hold_target, self._hold_tier = self._latch_target(tier), tier
+        elif not np.all(np.isfinite(self._hold_target[self._positional])):
+            # a hold that began before anything was measured latches each joint once it is known
+            fresh = self._latch_target(self._hold_tier)
+            self._hold_target = np.where(np.isfinite(self._hold_target), self._hold_target, fresh)
         vector, report = self._approach(self._hold_target, dt, self._hold_tier)
         twists = self.base.hold(dt, soft=self._hold_tier == "soft")
         commands = self.mapper.map(vector, twists, skip_non_finite=True)

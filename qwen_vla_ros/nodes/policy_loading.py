@@ -21,7 +21,7 @@ def ensure_tiny_policy(logger=None) -> Path:
     from ..model.tiny import build_tiny_policy
 
     folder = tiny_policy_dir()
-    if not (folder / "config.json").is_file():
+    if not (folder / "policy_config.json").is_file():
         if logger is not None:
             logger.warning(f"building the tiny UNTRAINED policy in {folder}: it moves, it does not solve tasks")
         build_tiny_policy(folder, family="qwen3_5", embodiments=tuple(list_shipped_embodiments()))

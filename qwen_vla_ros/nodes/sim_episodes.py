@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from datetime import datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
 from ..bringup import Graph, GraphConfig
@@ -62,7 +64,9 @@ class _Session:
 
     def __enter__(self) -> _Session:
         self.graph.start()
-        rclpy.init()
+        # our own handlers: Ctrl-C/SIGTERM end the episode loop, then __exit__ stops the graph
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         self.monitor = EpisodeMonitor(self.embodiment)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.monitor)
@@ -187,6 +191,9 @@ def _guarded(verb: str, body, args: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError) as exc:
         print(f"[{verb}] FAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"[{verb}] interrupted; the node processes were stopped", file=sys.stderr)
+        return 130
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -303,3 +303,14 @@ def test_stop_holds_until_the_next_chunk_and_statistics_report_it(aloha):
     assert loop.add_chunk(steady_chunk(aloha, aloha.home_position, 0.04), now=0.04) == []
     assert loop.tick(0.04, aloha.home_position).mode == "run"
     assert loop.statistics()["reason"] == "chunk 0 step 0"
+
+
+def test_hold_that_began_blind_latches_joints_once_they_are_measured():
+    emb = embodiment("aloha_sim")
+    loop = ControlLoop(emb)
+    first = loop.tick(0.0, None)
+    assert first.mode == "hold" and not first.commands  # nothing known: nothing commanded
+    measured = emb.home_position.copy()
+    second = loop.tick(0.02, measured)
+    assert {c.topic for c in second.commands} == {o.topic for o in emb.outputs}
+    np.testing.assert_allclose(second.command, measured)

@@ -1,0 +1,289 @@
+"""Put one recorded episode on the control grid of an embodiment (pure core).
+
+Ticks are ``start + k * dt`` (dt = the embodiment's control period, s). At each tick:
+
+* state: the newest message of every state source at or before the tick, mapped to the
+  embodiment's state vector (JointState by joint name, finger position normalised for
+  grippers; Odometry twist for base_velocity groups; zero for waypoint groups).
+* images: the newest frame of each camera at or before the tick (a 30 Hz camera repeats
+  frames on a 50 Hz grid), decoded to RGB and resized to the camera's image_size.
+* action (see :mod:`.commands`): the newest command sent on the group's output topic;
+  where no command was recorded for a group (or before its first command), the
+  measured state at the next tick. Waypoint groups store the odometry motion to the
+  next tick.
+
+The grid starts once every required source has spoken and stops at the episode end
+(or when a source stops). A source silent for longer than its ``max_age_s`` inside
+that span is a :class:`DatasetError` naming the episode and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..embodiment import CameraSpec, Embodiment, StateSource
+from .chunks import pose_steps
+from .commands import command_actions
+from .errors import DatasetError
+from .images import ImageConversionError, compressed_to_rgb, image_to_rgb, resize_rgb
+from .layout import ACTION_KEY, STATE_KEY, image_key
+from .mcap_io import EpisodeMark, Recording, TopicSeries
+
+
+@dataclass
+class AlignedEpisode:
+    """One episode on the control grid (rig units). ``action_sources``: group -> how it was made."""
+
+    label: str
+    task: str
+    times: np.ndarray
+    state: np.ndarray
+    action: np.ndarray
+    images: dict[str, list[np.ndarray]]
+    action_sources: dict[str, str] = field(default_factory=dict)
+
+
+def series_times(series: TopicSeries, stamp: bool) -> np.ndarray:
+    """Message times, s: receive time (default) or the recorded stamp."""
+    return series.times_s(stamp=stamp)
+
+
+def latest_indices(times: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """Index of the newest message at or before each tick (-1 where none)."""
+    return np.searchsorted(times, ticks, side="right") - 1
+
+
+def _series(
+    recording: Recording, topic: str, label: str, field_name: str, what: str
+) -> TopicSeries:
+    series = recording.topic(topic)
+    if series is None or len(series) == 0:
+        raise DatasetError(f"{what}: no messages on {topic}", episode=label, field=field_name)
+    return series
+
+
+def _check_fresh(times, indices, ticks, max_age_s, label, field_name, topic) -> None:
+    ages = ticks - np.where(indices >= 0, times[np.maximum(indices, 0)], -np.inf)
+    stale = np.nonzero(ages > max_age_s + 1e-9)[0]
+    if len(stale):
+        k = int(stale[0])
+        raise DatasetError(
+            f"stale source {topic}: at t={ticks[k]:.3f} s the newest message is "
+            f"{ages[k]:.3f} s old (max_age_s {max_age_s})",
+            episode=label,
+            field=field_name,
+        )
+
+
+def tick_grid(
+    embodiment: Embodiment,
+    recording: Recording,
+    mark: EpisodeMark,
+    cameras: list[CameraSpec],
+    stamp: bool,
+    label: str,
+) -> np.ndarray:
+    """Control ticks, s, where every state source and camera has a recent message."""
+    starts, ends = [mark.start_ns * 1e-9], [mark.end_ns * 1e-9]
+    sources = [
+        (s.topic, s.max_age_s, f"{STATE_KEY} ({s.name})", "state") for s in embodiment.state_sources
+    ]
+    sources += [(c.topic, c.max_age_s, image_key(c.name), "missing camera") for c in cameras]
+    for topic, max_age, field_name, what in sources:
+        times = series_times(_series(recording, topic, label, field_name, what), stamp)
+        inside = times[(times >= starts[0]) & (times <= ends[0])]
+        if len(inside) == 0:
+            raise DatasetError(
+                f"{what}: no messages on {topic} during the episode",
+                episode=label,
+                field=field_name,
+            )
+        starts.append(float(inside[0]))
+        ends.append(float(times[times <= ends[0]][-1]) + max_age)
+    start, end = max(starts), min(ends)
+    count = int(np.floor((end - start) / embodiment.dt + 1e-9)) + 1 if end >= start else 0
+    if count < 2:
+        raise DatasetError(
+            f"shorter than two control ticks ({max(0.0, end - start):.3f} s with every source present)",
+            episode=label,
+            field="episode",
+        )
+    return start + embodiment.dt * np.arange(count)
+
+
+def _yaw(orientation) -> float:
+    """Heading of a quaternion, rad."""
+    w, x, y, z = orientation.w, orientation.x, orientation.y, orientation.z
+    return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
+
+
+def _joint_values(
+    source: StateSource, message, wanted: list[str], label: str, fields: list[str]
+) -> list[float]:
+    names = list(message.name)
+    positions = list(message.position)
+    values = []
+    for joint, field_name in zip(wanted, fields, strict=True):
+        if joint not in names:
+            raise DatasetError(
+                f"joint '{joint}' is not in the JointState names {names} on {source.topic}",
+                episode=label,
+                field=field_name,
+            )
+        at = names.index(joint)
+        if at >= len(positions):
+            raise DatasetError(
+                f"JointState on {source.topic} has {len(positions)} positions for {len(names)} names",
+                episode=label,
+                field=field_name,
+            )
+        values.append(float(positions[at]))
+    return values
+
+
+def state_matrix(
+    embodiment: Embodiment, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+) -> np.ndarray:
+    """(T, D) measured state at each tick, rig units (grippers normalised)."""
+    state = np.zeros((len(ticks), embodiment.action_dim))
+    names = embodiment.action_names
+    for source in embodiment.state_sources:
+        field_name = f"{STATE_KEY} ({source.name})"
+        series = _series(recording, source.topic, label, field_name, "state")
+        times = series_times(series, stamp)
+        indices = latest_indices(times, ticks)
+        _check_fresh(times, indices, ticks, source.max_age_s, label, field_name, source.topic)
+        dims = [
+            (d, group, joint)
+            for group in embodiment.action_groups
+            for d, joint in zip(
+                range(
+                    embodiment.group_slices[group.name].start,
+                    embodiment.group_slices[group.name].stop,
+                ),
+                group.joints,
+                strict=True,
+            )
+            if joint.state is not None and joint.state.source == source.name
+        ]
+        if not dims:
+            continue
+        fields = [f"{STATE_KEY}/{names[d]}" for d, _, _ in dims]
+        for unique in np.unique(indices):
+            message = series.messages[unique]
+            if source.type.endswith("Odometry"):
+                twist = message.twist.twist
+                values = [
+                    twist.linear.x if j.state.joint == "linear_x" else twist.angular.z
+                    for _, _, j in dims
+                ]
+            else:
+                values = _joint_values(
+                    source, message, [j.state.joint for _, _, j in dims], label, fields
+                )
+            for (d, group, _), value in zip(dims, values, strict=True):
+                if group.kind == "gripper":
+                    value = embodiment.gripper_state_to_normalised(group, value)
+                state[indices == unique, d] = value
+    return state
+
+
+def odometry_poses(
+    embodiment: Embodiment, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+) -> np.ndarray:
+    """(T, 3) odometry pose (x m, y m, yaw rad) at each tick, from the first Odometry source."""
+    source = next((s for s in embodiment.state_sources if s.type.endswith("Odometry")), None)
+    if source is None:
+        raise DatasetError(
+            "waypoint actions need an Odometry state source", episode=label, field=ACTION_KEY
+        )
+    series = _series(recording, source.topic, label, f"{STATE_KEY} ({source.name})", "state")
+    indices = np.maximum(latest_indices(series_times(series, stamp), ticks), 0)
+    poses = np.zeros((len(ticks), 3))
+    for unique in np.unique(indices):
+        pose = series.messages[unique].pose.pose
+        poses[indices == unique] = (pose.position.x, pose.position.y, _yaw(pose.orientation))
+    return poses
+
+
+def decode_frame_message(message: Any, camera: CameraSpec, label: str, time_s: float) -> np.ndarray:
+    """An Image or CompressedImage message to RGB at the camera's image_size."""
+    try:
+        if hasattr(message, "format"):  # sensor_msgs/CompressedImage
+            rgb = compressed_to_rgb(message.format, message.data)
+        else:
+            rgb = image_to_rgb(
+                message.height,
+                message.width,
+                message.encoding,
+                message.step,
+                message.is_bigendian,
+                message.data,
+            )
+    except ImageConversionError as exc:
+        raise DatasetError(
+            f"frame at t={time_s:.3f} s on {camera.topic}: {exc}",
+            episode=label,
+            field=image_key(camera.name),
+        ) from exc
+    return resize_rgb(rgb, camera.image_size)
+
+
+def frame_decoder(camera: CameraSpec, label: str) -> Callable[[Any, int], np.ndarray]:
+    """A ``read_recording`` transform that decodes frames while the file is read."""
+    return lambda message, time_ns: decode_frame_message(message, camera, label, time_ns * 1e-9)
+
+
+def _frame(series: TopicSeries, index: int, camera: CameraSpec, label: str) -> np.ndarray:
+    message = series.messages[index]
+    if isinstance(message, np.ndarray):  # decoded while reading (frame_decoder)
+        return message
+    return decode_frame_message(message, camera, label, float(series.log_times[index]) * 1e-9)
+
+
+def camera_frames(
+    camera: CameraSpec, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+) -> list[np.ndarray]:
+    """The frame shown at each tick, RGB uint8 at the camera's image_size (repeats shared)."""
+    field_name = image_key(camera.name)
+    series = _series(recording, camera.topic, label, field_name, "missing camera")
+    times = series_times(series, stamp)
+    indices = latest_indices(times, ticks)
+    _check_fresh(times, indices, ticks, camera.max_age_s, label, field_name, camera.topic)
+    decoded: dict[int, np.ndarray] = {}
+    frames = []
+    for index in indices:
+        if index not in decoded:
+            decoded[int(index)] = _frame(series, int(index), camera, label)
+        frames.append(decoded[int(index)])
+    return frames
+
+
+def align_episode(
+    embodiment: Embodiment,
+    recording: Recording,
+    mark: EpisodeMark,
+    cameras: list[CameraSpec],
+    *,
+    label: str,
+    task: str,
+    stamp: bool = False,
+) -> AlignedEpisode:
+    """State, actions and images of one episode on the embodiment's control grid."""
+    ticks = tick_grid(embodiment, recording, mark, cameras, stamp, label)
+    state = state_matrix(embodiment, recording, ticks, stamp, label)
+    next_state = np.concatenate([state[1:], state[-1:]])
+    action, sources = command_actions(embodiment, recording, ticks, next_state, stamp, label)
+    waypoint_groups = [g for g in embodiment.action_groups if g.kind == "base_waypoints"]
+    if waypoint_groups:
+        poses = odometry_poses(embodiment, recording, ticks, stamp, label)
+        steps = np.concatenate([pose_steps(poses), np.zeros((1, 3))])
+        for group in waypoint_groups:
+            action[:, embodiment.group_slices[group.name]] = steps
+            sources[group.name] = "odometry motion to the next tick"
+    images = {c.name: camera_frames(c, recording, ticks, stamp, label) for c in cameras}
+    return AlignedEpisode(label, task, ticks, state, action, images, sources)
