@@ -31,6 +31,18 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "record": (
+        "qwen_vla_ros.nodes.recorder_node",
+        "record the embodiment's topics into MCAP, one episode per instruction",
+        "add_arguments",
+        "run",
+    ),
+    "convert": (
+        "qwen_vla_ros.data.convert",
+        "convert MCAP recordings to a LeRobot v3.0 dataset (parquet + mp4)",
+        "add_arguments",
+        "run",
+    ),
     "check-embodiment": (
         "qwen_vla_ros.embodiment.check_cli",
         "validate embodiment files and print their action layout and topics",

@@ -161,10 +161,8 @@ def _convert_one(
             report.action_sources.setdefault(group, set()).add(how)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Convert MCAP recordings to a LeRobot v3.0 dataset."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `qwen-vla convert`."""
     parser.add_argument("recordings", nargs="+", type=Path, help=".mcap files")
     parser.add_argument("--embodiment", required=True, help="shipped name or YAML path")
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to create")
@@ -172,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--codec", default=None, help="PyAV encoder (default: libsvtav1 if usable)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--use-stamps", action="store_true", help="align on header stamps")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         report = convert_recordings(
             args.recordings,
@@ -188,6 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(report)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Convert MCAP recordings to a LeRobot v3.0 dataset.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ NAMES = ["arm/j1", "arm/j2"]
 
 def test_chunk_round_trip_keeps_values_and_timing():
     chunk = ActionChunk(np.arange(10.0).reshape(5, 2), NAMES, dt=0.02, start_time=12.345, embodiment="x", chunk_id=7)
-    back = msg_to_chunk(chunk_to_msg(chunk), NAMES)
+    back = msg_to_chunk(chunk_to_msg(chunk), NAMES, dt=0.02)
     np.testing.assert_array_equal(back.actions, chunk.actions)
     assert back.dt == pytest.approx(0.02) and back.start_time == pytest.approx(12.345)
     assert (back.embodiment, back.chunk_id) == ("x", 7)
@@ -34,10 +34,14 @@ def test_chunk_round_trip_keeps_values_and_timing():
 def test_chunk_with_wrong_names_or_ragged_points_is_refused():
     msg = chunk_to_msg(ActionChunk(np.zeros((3, 2)), NAMES, dt=0.02))
     with pytest.raises(MessageConversionError, match="do not match"):
-        msg_to_chunk(msg, ["arm/j1", "arm/j3"])
+        msg_to_chunk(msg, ["arm/j1", "arm/j3"], dt=0.02)
     msg.points[1].positions = [0.0]
     with pytest.raises(MessageConversionError, match="values, expected 2"):
-        msg_to_chunk(msg, NAMES)
+        msg_to_chunk(msg, NAMES, dt=0.02)
+    msg.points[1].positions = [0.0, 0.0]
+    msg.points[2].time_from_start.nanosec = 90_000_000
+    with pytest.raises(MessageConversionError, match="not evenly spaced"):
+        msg_to_chunk(msg, NAMES, dt=0.02)
 
 
 def test_time_conversion_round_trip():
