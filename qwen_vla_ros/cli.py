@@ -43,6 +43,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "train": (
+        "qwen_vla_ros.training.cli",
+        "train one stage (t2a, cpt, sft or rl) on one CPU, one GPU or many (accelerate launch)",
+        "add_arguments",
+        "run",
+    ),
     "check-embodiment": (
         "qwen_vla_ros.embodiment.check_cli",
         "validate embodiment files and print their action layout and topics",

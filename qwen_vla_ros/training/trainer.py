@@ -1,0 +1,325 @@
+"""The training loop shared by every stage, on one CPU, one GPU or many through ``accelerate``.
+
+One process per device (``accelerate launch``); this module only talks to
+``accelerate.Accelerator``, so the same code runs single-process, DDP and FSDP. Per
+optimizer step: ``grad_accum_steps`` micro-batches (gradient sync only on the last),
+gradient clipping, AdamW, the learning-rate schedule (stepped once per optimizer step,
+whatever the number of processes), the decoder EMA. Every ``eval.every_steps`` the
+held-out loss is computed (with the EMA decoder when enabled: the weights that get
+saved); every ``checkpoint.every_steps`` a resumable checkpoint is written. At the end
+``<output>/final`` holds a ``QwenVLAPolicy.save_pretrained`` folder with normalisation
+statistics computed from the training data.
+
+Randomness is derived from (seed, process, step, micro-step): batches and flow noise of a
+resumed run are those the uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..embodiment import load_embodiment
+from ..model.normalization import NormStats
+from ..model.policy import QwenVLAPolicy
+from . import checkpoints as ckpt
+from .config import StageConfig
+from .data import norm_stats_from_sources, open_sources, training_batches, validation_batches
+from .ema import DecoderEMA
+from .errors import TrainingError
+from .freezing import apply_freeze, count_parameters, parameter_groups, set_train_mode
+from .hooks import PolicyLoss, load_image_text_hook
+from .rl import EnvFactory, RolloutSource, load_env_factory, run_episode
+from .summary import TrainSummary
+
+FINAL_DIR = "final"
+SUMMARY_FILE = "train_summary.json"
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, rank, step, ...), for torch generators."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def load_initial_policy(init: str, config: StageConfig) -> QwenVLAPolicy:
+    """``tiny`` builds a random tiny policy offline; anything else is a checkpoint folder."""
+    if init == "tiny":
+        from ..model.tiny import tiny_backbone
+
+        backbone = tiny_backbone(config.tiny_family, seed=config.seed)
+        return QwenVLAPolicy.from_backbone(backbone, "tiny", seed=config.seed)
+    return QwenVLAPolicy.from_pretrained(init)
+
+
+def make_accelerator(config: StageConfig, cpu: bool = False):
+    """An Accelerator; DDP looks for unused weights only when backbone parts train.
+
+    Without any accelerator device the processes run on the CPU: accelerate only joins
+    processes started by ``accelerate launch``/``torchrun`` into one gloo group when told
+    ``cpu=True``, otherwise each would silently train alone.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.accelerator.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.freeze != "all")]
+    return Accelerator(cpu=cpu, kwargs_handlers=handlers)
+
+
+@dataclass
+class _Progress:
+    losses: list[float]
+    grad_norm: float = float("nan")
+
+
+class Trainer:
+    """Builds everything for one stage and runs it; see :func:`train`."""
+
+    def __init__(self, config: StageConfig, init: str, output: str | Path, *, env_factory: EnvFactory | None = None,
+                 progress: bool = True, accelerator=None):
+        from transformers import get_scheduler
+
+        self.config, self.init, self.output = config, init, Path(output)
+        self.accelerator = accelerator or make_accelerator(config)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.show_progress = progress and self.accelerator.is_main_process
+        self.policy = load_initial_policy(init, config)
+        self.sources = open_sources(
+            config.datasets, config.embodiment, text_only=config.text_only,
+            val_fraction=config.eval.val_fraction, seed=config.seed,
+        )
+        if not self.sources and config.stage != "rl":
+            raise TrainingError(f"stage {config.stage} needs at least one dataset (--dataset PATH)")
+        self._set_norm_stats()
+        self.val_batches = validation_batches(self.sources, config.batch_size, config.eval.max_batches)
+        hook = load_image_text_hook(config.image_text)
+        apply_freeze(self.policy, config.freeze, text_only=config.text_only, train_lm_head=hook is not None)
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.policy, config.optimizer), betas=config.optimizer.betas, eps=config.optimizer.eps
+        )
+        self.scheduler = get_scheduler(
+            config.schedule.name, optimizer, num_warmup_steps=config.schedule.warmup_steps,
+            num_training_steps=config.max_steps,
+        )
+        self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text), optimizer)
+        self.policy = self.accelerator.unwrap_model(self.model).policy
+        self.ema = DecoderEMA(self.policy.decoder, config.ema.decay) if config.ema.enabled else None
+        self.state = ckpt.TrainerState(stage=config.stage)
+        self.env_factory = env_factory
+        self.rl_source: RolloutSource | None = None
+        self._env = None  # RL: made on the first rollout
+
+    # -- setup ----------------------------------------------------------------------------
+    def _set_norm_stats(self) -> None:
+        for name, stats in norm_stats_from_sources(self.sources).items():
+            self.policy.set_normalization(name, stats)
+        if self.config.stage == "rl" and self.rl_embodiment.name not in self.policy.norm_stats:
+            self._print(f"warning: no statistics for {self.rl_embodiment.name!r} in the policy or data; "
+                        "using the embodiment's limits (give --dataset to compute them)")
+            self.policy.set_normalization(self.rl_embodiment.name, NormStats.from_limits(self.rl_embodiment))
+
+    @cached_property
+    def rl_embodiment(self):
+        """The simulated robot: --embodiment, else the first dataset's."""
+        if self.config.embodiment:
+            return load_embodiment(self.config.embodiment)
+        if self.sources:
+            return self.sources[0].embodiment
+        raise TrainingError("stage rl needs --embodiment (the simulated robot)")
+
+    def resume(self) -> None:
+        found = ckpt.latest_checkpoint(self.output)
+        if found is None:
+            raise TrainingError(f"--resume: no complete checkpoint under {self.output / ckpt.CHECKPOINTS}")
+        self.state = ckpt.load_checkpoint(self.accelerator, found, self.config.stage, self.ema, self.scheduler)
+        self._print(f"resumed from {found} at step {self.state.step}")
+
+    def _batches(self):
+        config, start = self.config, self.state.step
+        if config.stage != "rl":
+            return training_batches(self.sources, config.batch_size, config.grad_accum_steps, config.seed,
+                                    self.rank, start, config.num_workers)
+        if self.accelerator.distributed_type.name == "FSDP":
+            raise TrainingError("stage rl rolls out the unsharded policy: use DDP or one process, not FSDP")
+        demos = (training_batches(self.sources, config.batch_size, 1, config.seed, self.rank, start, config.num_workers)
+                 if self.sources and config.rl.demo_fraction > 0 else None)
+        embodiment = self.rl_embodiment
+        self.rl_source = RolloutSource(
+            config.rl, embodiment, embodiment.chunk_horizon, self._collect_episodes, batch_size=config.batch_size,
+            micro_steps=config.grad_accum_steps, seed=config.seed, rank=self.rank, text_only=config.text_only,
+            demo_batches=demos,
+        )
+        return self.rl_source.batches(start)
+
+    def _collect_episodes(self, step: int, round_number: int, count: int):
+        embodiment = self.rl_embodiment
+        if self._env is None:
+            self._env = (self.env_factory or load_env_factory(self.config.rl.env))(embodiment, self.config.rl)
+
+        def act(observation, seed):
+            chunk = self.policy.predict_chunk(observation, embodiment, seed=seed, text_only=self.config.text_only)
+            return chunk.actions
+
+        self.policy.eval()
+        episodes = [
+            run_episode(self._env, act, self.config.rl,
+                        step_seed(self.config.seed, self.rank, step, round_number, i) % 2**31)
+            for i in range(count)
+        ]
+        set_train_mode(self.policy, self.config.freeze, self.config.text_only)
+        returns = [e.episode_return for e in episodes]
+        self._print(f"rl round {round_number}: {count} episodes, mean return {np.mean(returns):.3f}, "
+                    f"successes {sum(e.success(self.config.rl.success_threshold) for e in episodes)}")
+        return episodes
+
+    # -- steps ----------------------------------------------------------------------------
+    def _optimizer_step(self, batches, progress: _Progress) -> None:
+        config, step = self.config, self.state.step
+        for micro in range(config.grad_accum_steps):
+            last = micro == config.grad_accum_steps - 1
+            generator = torch.Generator().manual_seed(step_seed(config.seed, self.rank, step, micro))
+            with nullcontext() if last else self.accelerator.no_sync(self.model):
+                out = self.model(next(batches), generator=generator, step=step)
+                self.accelerator.backward(out["loss"] / config.grad_accum_steps)
+            progress.losses.append(float(out["loss"].detach()))
+        if config.clip_grad_norm is not None:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+            progress.grad_norm = float(norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
+        self.state.step += 1
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean held-out loss (EMA decoder when enabled), identical batches and noise every time."""
+        if not self.val_batches:
+            return None
+        self.policy.eval()
+        total = torch.zeros(2, device=self.accelerator.device)
+        rounds = -(-len(self.val_batches) // self.world)  # every process runs as many forwards (FSDP)
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            for k in range(rounds):
+                index = k * self.world + self.rank
+                batch = self.val_batches[min(index, len(self.val_batches) - 1)]
+                generator = torch.Generator().manual_seed(step_seed(self.config.seed, 99991, index))
+                loss = self.model(batch, generator=generator, step=None)["action_loss"]
+                size = float(len(batch["instructions"])) if index < len(self.val_batches) else 0.0
+                total += torch.stack([loss.float() * size, torch.tensor(size, device=total.device)])
+        set_train_mode(self.policy, self.config.freeze, self.config.text_only)
+        total = self.accelerator.reduce(total, reduction="sum")
+        return float(total[0] / total[1])
+
+    # -- saving ---------------------------------------------------------------------------
+    def export(self, directory: Path) -> Path:
+        """Write the final policy (EMA decoder when enabled) with ``save_pretrained``."""
+        self.accelerator.wait_for_everyone()
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            if self.accelerator.distributed_type.name == "FSDP":
+                state = self.accelerator.get_state_dict(self.model)  # gathered on the main process
+                if self.accelerator.is_main_process:
+                    full = load_initial_policy(self.init, self.config)
+                    full.load_state_dict({k.removeprefix("policy."): v for k, v in state.items()})
+                    full.norm_stats = dict(self.policy.norm_stats)
+                    full.save_pretrained(directory)
+            elif self.accelerator.is_main_process:
+                self.policy.save_pretrained(directory)
+        self.accelerator.wait_for_everyone()
+        return directory
+
+    def _mean_over_processes(self, value: float) -> float:
+        tensor = torch.tensor(value, dtype=torch.float32, device=self.accelerator.device)
+        return float(self.accelerator.reduce(tensor, reduction="mean"))
+
+    def _print(self, text: str) -> None:
+        if self.accelerator.is_main_process:
+            from tqdm import tqdm
+
+            tqdm.write(text)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> TrainSummary:
+        from tqdm import tqdm
+
+        config = self.config
+        if resume:
+            self.resume()
+        start_step = self.state.step
+        if not self.state.evals:  # a resumed run keeps the loss measured before any training
+            self._record_eval(self.evaluate(), float("nan"))
+        started = time.perf_counter()
+        batches = self._batches()
+        set_train_mode(self.policy, config.freeze, config.text_only)
+        bar = tqdm(total=config.max_steps, initial=start_step, disable=not self.show_progress, desc=config.stage)
+        progress = _Progress(losses=[])
+        train_losses: list[float] = []
+        while self.state.step < config.max_steps:
+            self._optimizer_step(batches, progress)
+            bar.update(1)
+            if self.state.step % config.log_every == 0 or self.state.step == config.max_steps:
+                train_losses.append(self._mean_over_processes(float(np.mean(progress.losses))))
+                bar.set_postfix(loss=f"{train_losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                                grad=f"{progress.grad_norm:.3f}")
+                progress.losses = []
+            if self.state.step % config.eval.every_steps == 0 and self.state.step < config.max_steps:
+                self._record_eval(self.evaluate(), train_losses[-1] if train_losses else float("nan"))
+            if self.state.step % config.checkpoint.every_steps == 0 or self.state.step == config.max_steps:
+                ckpt.save_checkpoint(self.accelerator, self.output, self.state, self.ema, self.scheduler,
+                                     config.checkpoint.keep_last)
+        bar.close()
+        if self._env is not None:
+            self._env.close()
+        elapsed = time.perf_counter() - started
+        final_val = self.evaluate()
+        self._record_eval(final_val, train_losses[-1] if train_losses else float("nan"))
+        policy_dir = self.export(self.output / FINAL_DIR)
+        return self._summary(start_step, elapsed, train_losses, policy_dir)
+
+    def _record_eval(self, val_loss: float | None, train_loss: float) -> None:
+        if self.state.evals and self.state.evals[-1]["step"] == self.state.step:
+            return  # already evaluated at this step (resume, or the last step)
+        self.state.evals.append({"step": self.state.step, "val_loss": val_loss, "train_loss": train_loss})
+        if val_loss is not None:
+            self._print(f"step {self.state.step}: val loss {val_loss:.4f}" + ("" if np.isnan(train_loss) else f", train loss {train_loss:.4f}"))
+
+    def _summary(self, start_step: int, elapsed: float, train_losses: list[float], policy_dir: Path) -> TrainSummary:
+        vals = [e["val_loss"] for e in self.state.evals if e["val_loss"] is not None]
+        steps_done = self.state.step - start_step
+        summary = TrainSummary(
+            stage=self.config.stage, processes=self.world, device=str(self.accelerator.device),
+            start_step=start_step, step=self.state.step, samples_per_step=self.config.batch_size
+            * self.config.grad_accum_steps * self.world,
+            train_loss=train_losses[-1] if train_losses else None,
+            initial_val_loss=vals[0] if vals else None, final_val_loss=vals[-1] if vals else None,
+            steps_per_s=steps_done / elapsed if elapsed > 0 and steps_done else 0.0, seconds=elapsed,
+            policy_dir=str(policy_dir), checkpoint_dir=str(ckpt.latest_checkpoint(self.output) or ""),
+            parameters=count_parameters(self.policy),
+            rl_rounds=[vars(r) for r in self.rl_source.rounds] if self.rl_source else [],
+        )
+        if self.accelerator.is_main_process:
+            summary.write(self.output / SUMMARY_FILE)
+        return summary
+
+
+def train(config: StageConfig, init: str, output: str | Path, *, resume: bool = False,
+          env_factory: EnvFactory | None = None, progress: bool = True, accelerator=None) -> TrainSummary:
+    """Run one stage; returns (and writes to ``<output>/train_summary.json``) its summary.
+
+    Args:
+        config: the validated stage config (:func:`~.config.load_stage_config`).
+        init: ``tiny`` (random tiny policy, offline) or a ``save_pretrained`` folder.
+        output: run folder: ``final/`` (the policy), ``checkpoints/``, the summary.
+        resume: continue from the latest complete checkpoint in ``output``.
+        env_factory: RL only: ``(embodiment, rl_config) -> RolloutEnv`` (default: MuJoCo ALOHA).
+    """
+    trainer = Trainer(config, init, output, env_factory=env_factory, progress=progress, accelerator=accelerator)
+    return trainer.run(resume=resume)
