@@ -46,11 +46,18 @@ class EpisodeMonitor(Node):
         self._recording = False
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.reset_client = self.create_client(Trigger, "/sim_bridge/reset")
+        # one command row per control tick, sampled when this output is published
+        self._clock_output = next(
+            (o for o in embodiment.outputs if all(embodiment.group(g).kind != "base_waypoints" for g in o.groups)),
+            None,
+        )
         self._subscribe()
 
     def _subscribe(self) -> None:
         for out in self.embodiment.outputs:
-            if out.type in _READERS:
+            kinds = {self.embodiment.group(g).kind for g in out.groups}
+            # a waypoint trajectory is commanded as a Twist: not comparable with the action layout
+            if out.type in _READERS and "base_waypoints" not in kinds:
                 msg_type, read = _READERS[out.type]
                 self.create_subscription(msg_type, out.topic, self._command_callback(out, read), COMMAND)
         for src in self.embodiment.state_sources:
@@ -97,8 +104,7 @@ class EpisodeMonitor(Node):
                     part = np.array([self.embodiment.gripper_command_to_normalised(group, part[0])])
                 self._current[where] = part
                 k += width
-            if self._recording and output is self.embodiment.outputs[0]:
-                # one row per control tick: sampled when the first output is published
+            if self._recording and output is self._clock_output:
                 self.record.command_times.append(self.now_s())
                 self.record.commands.append(self._current.copy())
 

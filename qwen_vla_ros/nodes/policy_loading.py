@@ -13,7 +13,7 @@ TINY = "tiny"
 
 def tiny_policy_dir() -> Path:
     cache = Path(os.environ.get("QWEN_VLA_CACHE", Path.home() / ".cache" / "qwen_vla_ros"))
-    return cache / "tiny-untrained-qwen3_5"
+    return cache / "tiny-untrained-qwen3_5-v1"
 
 
 def ensure_tiny_policy(logger=None) -> Path:
@@ -24,7 +24,9 @@ def ensure_tiny_policy(logger=None) -> Path:
     if not (folder / "policy_config.json").is_file():
         if logger is not None:
             logger.warning(f"building the tiny UNTRAINED policy in {folder}: it moves, it does not solve tasks")
-        build_tiny_policy(folder, family="qwen3_5", embodiments=tuple(list_shipped_embodiments()))
+        build_tiny_policy(
+            folder, family="qwen3_5", embodiments=tuple(list_shipped_embodiments()), placeholder_stats="home"
+        )
     return folder
 
 

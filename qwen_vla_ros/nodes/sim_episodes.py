@@ -3,7 +3,7 @@
 Both start the sim bridge, the inference process and the chunk publisher as separate
 processes (exactly as `qwen-vla bringup --sim` does), give the instruction on the
 instruction topic, and watch with an :class:`EpisodeMonitor`. An episode starts when the
-first command reaches the rig and lasts ``--seconds`` of simulated time.
+policy's first chunk arrives and lasts ``--seconds`` of simulated time.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ class _Session:
             self.spin_until(future.done, "resetting the sim")
         monitor.instruct(instruction)
         monitor.begin(instruction)
-        self.spin_until(lambda: len(monitor.record.commands) > 0, "waiting for the first command (model loading)")
-        monitor.begin(instruction)  # the episode starts with the first command
+        self.spin_until(lambda: len(monitor.record.chunk_times) > 0, "waiting for the first chunk (model loading)")
+        monitor.begin(instruction)  # the episode starts with the policy's first chunk
         wall = time.monotonic()
         self.spin_until(lambda: monitor.now_s() - monitor.record.start_time >= seconds, "episode")
         record = monitor.end()

@@ -1,0 +1,222 @@
+"""The action decoder: a diffusion transformer (DiT) over action tokens, in plain torch.
+
+One token per future control step (``horizon`` tokens) plus one proprioceptive state
+token. Every block applies, in order:
+
+1. self-attention over [state, actions], modulated by the flow time (adaLN-zero);
+2. cross-attention from those tokens to the projected backbone features;
+3. an MLP, modulated by the flow time (adaLN-zero).
+
+All robots share one action space: actions and state are padded to
+``max_action_dim`` and a per-embodiment mask (1 = used dimension) is fed alongside
+them, so one set of weights drives a 3-dim base and a 16-dim mobile ALOHA.
+The output is the flow velocity for every padded dimension; callers drop padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Decoder shape. ``cond_dim`` is the backbone feature width (set from the backbone)."""
+
+    hidden_size: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    cond_dim: int = 2560
+    max_action_dim: int = 32
+    max_horizon: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must divide by num_heads {self.num_heads}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Named decoder sizes. ``paper`` is the 1.15 B-parameter decoder of the Qwen-VLA
+#: report when conditioned on a Qwen3.5-4B backbone (cond_dim 2560).
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(hidden_size=64, depth=2, num_heads=4),
+    "small": DiTConfig(hidden_size=384, depth=6, num_heads=6),
+    "paper": DiTConfig(hidden_size=1536, depth=22, num_heads=16),
+}
+
+
+def dit_preset(name: str, **overrides) -> DiTConfig:
+    """A preset with fields replaced (``cond_dim``, ``max_action_dim``, ``max_horizon`` ...)."""
+    if name not in DIT_PRESETS:
+        raise ValueError(f"unknown decoder preset {name!r}; choose one of {sorted(DIT_PRESETS)}")
+    return replace(DIT_PRESETS[name], **overrides)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of flow time t in [0, 1] (scaled by 1000), (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    angles = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``kv`` absent means self-attention."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(kv_dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, -1).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, kv: torch.Tensor | None = None, kv_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        kv = x if kv is None else kv
+        k, v = self.kv(kv).chunk(2, dim=-1)
+        # kv_mask (B, L) True = attend; broadcast over heads and queries.
+        mask = None if kv_mask is None else kv_mask[:, None, None, :].bool()
+        out = F.scaled_dot_product_attention(
+            self._heads(self.q(x)),
+            self._heads(k),
+            self._heads(v),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(out.transpose(1, 2).reshape(x.shape))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention (adaLN-zero), cross-attention to conditioning, MLP (adaLN-zero)."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.norm_self = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.self_attn = Attention(dim, dim, config.num_heads, config.dropout)
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = Attention(dim, dim, config.num_heads, config.dropout)
+        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * config.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+        )
+        # shift, scale, gate for self-attention and for the MLP, from the time embedding.
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        time: torch.Tensor,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(time).chunk(6, dim=-1)
+        x = x + gate_a[:, None] * self.self_attn(_modulate(self.norm_self(x), shift_a, scale_a))
+        x = x + self.cross_attn(self.norm_cross(x), cond, cond_mask)
+        return x + gate_m[:, None] * self.mlp(_modulate(self.norm_mlp(x), shift_m, scale_m))
+
+
+class ActionDiT(nn.Module):
+    """Predicts the flow velocity of a padded action chunk.
+
+    Inputs of :meth:`forward` (normalised model units, padded to ``max_action_dim`` D):
+        noisy_actions: (B, H, D), H <= max_horizon.
+        time: (B,) flow time in [0, 1] (1 = pure noise).
+        state: (B, D) proprioceptive state.
+        dim_mask: (B, D) 1 for the embodiment's dimensions, 0 for padding.
+        cond: (B, L, cond_dim) backbone features; cond_mask: (B, L) True = real token.
+    Returns (B, H, D) velocity (noise - action).
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        dim, width = config.hidden_size, config.max_action_dim
+        self.action_in = nn.Linear(2 * width, dim)
+        self.state_in = nn.Linear(2 * width, dim)
+        self.position = nn.Parameter(torch.zeros(1, config.max_horizon + 1, dim))
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.cond_norm = nn.LayerNorm(config.cond_dim, eps=1e-6)
+        self.cond_proj = nn.Linear(config.cond_dim, dim)
+        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.action_out = nn.Linear(dim, width)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DiT initialisation: adaLN-zero gates and the output layer start at zero."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.position, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation[-1].weight)
+            nn.init.zeros_(block.modulation[-1].bias)
+        for layer in (self.final_modulation[-1], self.action_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, L, cond_dim) to decoder width; cache across Euler steps."""
+        return self.cond_proj(self.cond_norm(cond.to(self.cond_proj.weight.dtype)))
+
+    def forward(
+        self,
+        noisy_actions: torch.Tensor,
+        time: torch.Tensor,
+        state: torch.Tensor,
+        dim_mask: torch.Tensor,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor | None = None,
+        *,
+        cond_projected: bool = False,
+    ) -> torch.Tensor:
+        horizon = noisy_actions.shape[1]
+        if horizon > self.config.max_horizon:
+            raise ValueError(
+                f"horizon {horizon} exceeds the decoder's max_horizon {self.config.max_horizon}"
+            )
+        dtype = self.action_in.weight.dtype
+        mask = dim_mask.to(dtype)
+        actions = torch.cat(
+            [noisy_actions.to(dtype), mask[:, None].expand(-1, horizon, -1)], dim=-1
+        )
+        state_token = self.state_in(torch.cat([state.to(dtype), mask], dim=-1))[:, None]
+        x = (
+            torch.cat([state_token, self.action_in(actions)], dim=1)
+            + self.position[:, : horizon + 1]
+        )
+        time_emb = self.time_mlp(timestep_embedding(time, self.config.hidden_size).to(dtype))
+        memory = cond if cond_projected else self.project_condition(cond)
+        for block in self.blocks:
+            x = block(x, time_emb, memory, cond_mask)
+        shift, scale = self.final_modulation(time_emb).chunk(2, dim=-1)
+        return self.action_out(_modulate(self.final_norm(x[:, 1:]), shift, scale))
+
+
+def count_parameters(config: DiTConfig) -> int:
+    """Parameters of a decoder of this shape, counted without allocating (meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ActionDiT(config).parameters())

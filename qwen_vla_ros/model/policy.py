@@ -1,0 +1,423 @@
+"""QwenVLAPolicy: Qwen VL backbone + DiT flow-matching decoder, one set of weights per fleet.
+
+Inference, per chunk: check the observation, normalise the state (rig units ->
+model units -> statistics of that embodiment), run the backbone ONCE over the
+embodiment prompt, the labelled images and the instruction, then integrate the
+flow with N Euler steps that reuse the cached (projected) backbone features, and
+map the result back (un-normalise -> ``embodiment.actions_to_rig``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..embodiment import Embodiment, load_embodiment
+from ..types import ActionChunk, Observation
+from . import checkpoint as ckpt
+from .backbone import BackboneFeatures, QwenBackbone
+from .config import PolicyConfig
+from .dit import ActionDiT, DiTConfig, dit_preset
+from .errors import MissingNormalizationError, ModelInputError
+from .flow import euler_sample, interpolate, masked_mse, padded_noise, sample_time, target_velocity
+from .inputs import (
+    batch_arrays,
+    batch_embodiment_names,
+    batch_prompts,
+    check_vector,
+    observation_prompt,
+)
+from .normalization import NormStats, load_norm_stats, save_norm_stats
+
+EmbodimentLike = Embodiment | str
+
+
+@dataclass
+class PreparedObservations:
+    """Backbone inputs plus the padded, normalised state of a batch of observations."""
+
+    embodiment: Embodiment
+    stats: NormStats
+    inputs: dict[str, torch.Tensor]
+    state: torch.Tensor  # (B, max_action_dim)
+    dim_mask: torch.Tensor  # (B, max_action_dim), 1 = used dimension
+
+
+class QwenVLAPolicy(nn.Module):
+    """The whole policy. Build with :meth:`from_backbone` or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        backbone: QwenBackbone,
+        config: PolicyConfig,
+        norm_stats: dict[str, NormStats] | None = None,
+        decoder: ActionDiT | None = None,
+    ):
+        super().__init__()
+        if backbone.feature_dim != config.decoder.cond_dim:
+            raise ValueError(
+                f"decoder cond_dim {config.decoder.cond_dim} != backbone feature width {backbone.feature_dim}"
+            )
+        self.config = config
+        self.backbone = backbone
+        self.decoder = decoder if decoder is not None else ActionDiT(config.decoder)
+        self.norm_stats: dict[str, NormStats] = dict(norm_stats or {})
+        self._embodiments: dict[str, Embodiment] = {}
+        self._chunk_ids = itertools.count(1)
+        self.set_backbone_frozen(config.freeze_backbone)
+
+    # -- construction, saving ---------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: QwenBackbone | str | Path,
+        decoder: str | DiTConfig = "small",
+        *,
+        max_action_dim: int = 32,
+        max_horizon: int = 64,
+        num_inference_steps: int = 10,
+        feature_layers: Sequence[int] | None = None,
+        freeze_backbone: bool = False,
+        seed: int | None = None,
+        **backbone_options,
+    ) -> QwenVLAPolicy:
+        """A pretrained (or tiny) backbone joined to a fresh decoder preset.
+
+        ``backbone``: a :class:`QwenBackbone`, a local folder or a hub id; ``backbone_options``
+        go to :meth:`QwenBackbone.from_pretrained` (dtype, device, attn_implementation, processor),
+        as does ``feature_layers`` (a given :class:`QwenBackbone` keeps its own layers).
+        ``decoder``: a preset name (``tiny``, ``small``, ``paper``) or a :class:`DiTConfig`;
+        ``seed`` fixes the decoder's initial weights.
+        """
+        if not isinstance(backbone, QwenBackbone):
+            backbone = QwenBackbone.from_pretrained(
+                backbone, feature_layers=feature_layers, **backbone_options
+            )
+        shape = {
+            "cond_dim": backbone.feature_dim,
+            "max_action_dim": max_action_dim,
+            "max_horizon": max_horizon,
+        }
+        decoder_config = (
+            dit_preset(decoder, **shape)
+            if isinstance(decoder, str)
+            else DiTConfig(**{**decoder.to_dict(), **shape})
+        )
+        config = PolicyConfig(
+            decoder_config, num_inference_steps, backbone.feature_layers, freeze_backbone
+        )
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            head = ActionDiT(decoder_config)
+        return cls(backbone, config, decoder=head).to(backbone.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        dir_or_hub_id: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        decoder_dtype: torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        processor: str = "auto",
+    ) -> QwenVLAPolicy:
+        """Load a folder written by :meth:`save_pretrained` (or download a hub snapshot).
+
+        ``dtype`` applies to the backbone; the decoder stays float32 unless ``decoder_dtype``.
+        """
+        root = ckpt.resolve_checkpoint_dir(dir_or_hub_id)
+        config = PolicyConfig.from_dict(
+            ckpt.read_json(root / ckpt.CONFIG_FILE), str(root / ckpt.CONFIG_FILE)
+        )
+        ckpt.check_backbone_files(root / ckpt.BACKBONE_DIR)
+        backbone = QwenBackbone.from_pretrained(
+            root / ckpt.BACKBONE_DIR,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            feature_layers=config.feature_layers,
+            processor=processor,
+        )
+        if backbone.feature_dim != config.decoder.cond_dim:
+            raise ckpt.CheckpointError(
+                f"{root}: decoder expects {config.decoder.cond_dim}-wide features, backbone gives {backbone.feature_dim}"
+            )
+        decoder = ActionDiT(config.decoder)
+        ckpt.load_decoder(root / ckpt.DECODER_FILE, decoder)
+        stats = load_norm_stats(root / ckpt.NORMALIZATION_FILE)
+        policy = cls(backbone, config, stats, decoder)
+        if decoder_dtype is not None:
+            policy.decoder.to(decoder_dtype)
+        return policy.to(device) if device is not None else policy
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config, decoder (safetensors), statistics and the backbone folder."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(root / ckpt.BACKBONE_DIR)
+        ckpt.save_decoder(root / ckpt.DECODER_FILE, self.decoder)
+        ckpt.write_json(root / ckpt.CONFIG_FILE, self.config.to_dict())
+        save_norm_stats(root / ckpt.NORMALIZATION_FILE, self.norm_stats)
+        return root
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    @property
+    def max_action_dim(self) -> int:
+        return self.config.decoder.max_action_dim
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze the backbone (decoder-only training) or let gradients reach it."""
+        self.config = PolicyConfig(
+            self.config.decoder, self.config.num_inference_steps, self.config.feature_layers, frozen
+        )
+        self.backbone.set_frozen(frozen)
+
+    def train(self, mode: bool = True) -> QwenVLAPolicy:
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.backbone.eval()  # a frozen backbone never switches to training behaviour
+        return self
+
+    def set_normalization(self, embodiment_name: str, stats: NormStats | dict) -> None:
+        """Store statistics (model units) for one embodiment; saved with the checkpoint."""
+        if isinstance(stats, dict):
+            stats = NormStats.from_dict(stats, embodiment_name)
+        if stats.dim > self.max_action_dim:
+            raise ModelInputError(
+                f"{embodiment_name}: {stats.dim} dims exceed max_action_dim {self.max_action_dim}"
+            )
+        self.norm_stats[embodiment_name] = stats
+
+    def resolve_embodiment(self, embodiment: EmbodimentLike) -> Embodiment:
+        """An :class:`Embodiment` as is; a name or path is loaded once and cached."""
+        if isinstance(embodiment, Embodiment):
+            return embodiment
+        if str(embodiment) not in self._embodiments:
+            self._embodiments[str(embodiment)] = load_embodiment(embodiment)
+        return self._embodiments[str(embodiment)]
+
+    def normalization_for(self, embodiment: Embodiment) -> NormStats:
+        """The embodiment's statistics; a clear error when the checkpoint has none."""
+        stats = self.norm_stats.get(embodiment.name)
+        if stats is None:
+            raise MissingNormalizationError(
+                f"this policy has no normalisation statistics for embodiment {embodiment.name!r} "
+                f"(it has {sorted(self.norm_stats) or 'none'}); compute them from demonstrations "
+                "with NormStats.from_arrays and call policy.set_normalization, or for an untrained "
+                "demo only use NormStats.from_limits(embodiment)"
+            )
+        if stats.dim != embodiment.action_dim:
+            raise ModelInputError(
+                f"statistics for {embodiment.name!r} have {stats.dim} dims, the embodiment has "
+                f"{embodiment.action_dim} actions: recompute them for this action layout"
+            )
+        if (
+            embodiment.action_dim > self.max_action_dim
+            or embodiment.chunk_horizon > self.config.decoder.max_horizon
+        ):
+            raise ModelInputError(
+                f"embodiment {embodiment.name!r} ({embodiment.action_dim} dims, horizon "
+                f"{embodiment.chunk_horizon}) exceeds the decoder's max_action_dim "
+                f"{self.max_action_dim} or max_horizon {self.config.decoder.max_horizon}"
+            )
+        return stats
+
+    # -- inference ----------------------------------------------------------------------------
+    def predict_chunk(
+        self,
+        observation: Observation,
+        embodiment: EmbodimentLike,
+        *,
+        seed: int | None = None,
+        **options,
+    ) -> ActionChunk:
+        """One action chunk (embodiment.chunk_horizon, action_dim) in rig units; see predict_chunks."""
+        return self.predict_chunks([observation], embodiment, seed=seed, **options)[0]
+
+    def predict_chunks(
+        self,
+        observations: Sequence[Observation],
+        embodiment: EmbodimentLike,
+        *,
+        seed: int | None = None,
+        text_only: bool = False,
+        num_steps: int | None = None,
+    ) -> list[ActionChunk]:
+        """Action chunks for a batch of observations of one embodiment.
+
+        Args:
+            observations: images at the embodiment's image_size, state in rig units.
+            embodiment: an :class:`Embodiment` or the name of a shipped one.
+            seed: fixes the initial noise (same seed, same inputs -> same chunks).
+            text_only: ignore images (text-to-action mode).
+            num_steps: Euler steps (default from the config).
+        Returns:
+            One :class:`ActionChunk` per observation: ``start_time`` is the observation's
+            stamp, ``timings`` the batch's seconds for preprocess, backbone and decoder.
+        """
+        clock, timings = time.perf_counter(), {}
+        prepared = self.prepare_observations(observations, embodiment, text_only=text_only)
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        with torch.inference_mode():
+            clock = self._lap(timings, "preprocess", clock)
+            features = self.backbone(prepared.inputs)
+            clock = self._lap(timings, "backbone", clock)
+            actions = self.sample_actions(
+                features,
+                prepared.state,
+                prepared.dim_mask,
+                prepared.embodiment.chunk_horizon,
+                generator,
+                num_steps,
+            )
+            self._lap(timings, "decoder", clock)
+        return self._to_chunks(actions, prepared, observations, timings)
+
+    def prepare_observations(
+        self,
+        observations: Sequence[Observation],
+        embodiment: EmbodimentLike,
+        *,
+        text_only: bool = False,
+    ) -> PreparedObservations:
+        """Check observations and build backbone inputs and the normalised, padded state."""
+        emb = self.resolve_embodiment(embodiment)
+        stats = self.normalization_for(emb)
+        if not observations:
+            raise ModelInputError("no observations given")
+        prompts = [observation_prompt(obs, emb, text_only) for obs in observations]
+        states = [
+            stats.normalize_state(
+                emb.actions_to_model(check_vector(obs.state, emb.state_dim, f"state of {emb.name}"))
+            )
+            for obs in observations
+        ]
+        state, dim_mask = self._pad_rows(np.stack(states), [emb.action_dim] * len(states))
+        return PreparedObservations(emb, stats, self.backbone.prepare(prompts), state, dim_mask)
+
+    def sample_actions(
+        self,
+        features: BackboneFeatures,
+        state: torch.Tensor,
+        dim_mask: torch.Tensor,
+        horizon: int,
+        generator: torch.Generator | None = None,
+        num_steps: int | None = None,
+    ) -> torch.Tensor:
+        """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features."""
+        memory = self.decoder.project_condition(features.features)  # once, reused by every step
+
+        def velocity(sample: torch.Tensor, flow_time: torch.Tensor) -> torch.Tensor:
+            return self.decoder(
+                sample, flow_time, state, dim_mask, memory, features.mask, cond_projected=True
+            )
+
+        shape = (state.shape[0], horizon, self.max_action_dim)
+        noise = padded_noise(shape, dim_mask, generator, self.device, state.dtype)
+        return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps)
+
+    def _to_chunks(
+        self, actions, prepared: PreparedObservations, observations, timings
+    ) -> list[ActionChunk]:
+        emb = prepared.embodiment
+        model_units = prepared.stats.unnormalize_actions(
+            actions[..., : emb.action_dim].float().cpu().numpy()
+        )
+        rig = emb.actions_to_rig(model_units)
+        return [
+            ActionChunk(
+                actions=rig[i],
+                names=list(emb.action_names),
+                dt=emb.dt,
+                start_time=float(obs.stamp),
+                embodiment=emb.name,
+                chunk_id=next(self._chunk_ids),
+                timings=dict(timings),
+            )
+            for i, obs in enumerate(observations)
+        ]
+
+    def _lap(self, timings: dict[str, float], phase: str, since: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # GPU work is asynchronous; time it honestly
+        now = time.perf_counter()
+        timings[phase] = now - since
+        return now
+
+    def _pad_rows(self, rows: np.ndarray, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, ..., d) rows, sample i using its first dims[i] columns -> (B, ..., D) and (B, D) mask."""
+        padded = torch.zeros(*rows.shape[:-1], self.max_action_dim)
+        mask = torch.zeros(len(dims), self.max_action_dim)
+        for i, dim in enumerate(dims):
+            padded[i, ..., :dim] = torch.as_tensor(rows[i, ..., :dim], dtype=torch.float32)
+            mask[i, :dim] = 1.0
+        return padded.to(self.device), mask.to(self.device)
+
+    # -- training ------------------------------------------------------------------------------
+    def compute_loss(
+        self, batch: dict, *, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Flow-matching loss of one batch (normalisation is applied here).
+
+        Batch format (B samples; D >= every sample's action_dim, extra columns ignored):
+            ``images``: optional dict camera -> uint8 (B, H, W, 3) RGB; absent or empty = text-only.
+            ``image_mask``: optional dict camera -> bool (B,), False where a sample lacks that camera.
+            ``state``: float (B, D), model units, not normalised.
+            ``actions``: float (B, H, D), model units, not normalised, H <= max_horizon.
+            ``action_is_pad``: optional bool (B, H), True = padded step (left out of the loss).
+            ``instructions``: list of B non-empty strings.
+            ``embodiment``: one name / :class:`Embodiment` for the batch, or a list of B.
+        Returns ``loss`` (scalar, differentiable), ``time`` (B,) and ``per_sample`` (B,) losses.
+        ``generator`` (CPU) makes the flow times and noise reproducible.
+        """
+        embodiments = [self.resolve_embodiment(e) for e in batch_embodiment_names(batch)]
+        actions, state, step_mask = self._normalised_targets(batch, embodiments)
+        dims = [emb.action_dim for emb in embodiments]
+        norm_state, dim_mask = self._pad_rows(state, dims)
+        norm_actions, _ = self._pad_rows(actions, dims)
+        inputs = self.backbone.prepare(batch_prompts(batch, embodiments))
+        with torch.no_grad() if self.config.freeze_backbone else nullcontext():
+            features = self.backbone(inputs)
+        size = (len(embodiments), actions.shape[1], self.max_action_dim)
+        flow_time = sample_time(size[0], generator, torch.device("cpu")).to(self.device)
+        noise = padded_noise(size, dim_mask.cpu(), generator, "cpu", torch.float32).to(self.device)
+        predicted = self.decoder(
+            interpolate(norm_actions, noise, flow_time),
+            flow_time,
+            norm_state,
+            dim_mask,
+            features.features,
+            features.mask,
+        )
+        weights = dim_mask[:, None, :] * step_mask[..., None]
+        target = target_velocity(norm_actions, noise)
+        return {
+            "loss": masked_mse(predicted, target, weights),
+            "time": flow_time.detach(),
+            "per_sample": masked_mse(predicted, target, weights, per_sample=True).detach(),
+        }
+
+    def _normalised_targets(self, batch: dict, embodiments: list[Embodiment]):
+        """Normalised actions (B, H, D) and state (B, D) as numpy, and the step mask (B, H)."""
+        actions, state, step_mask = batch_arrays(
+            batch, embodiments, self.config.decoder.max_horizon
+        )
+        norm_actions, norm_state = np.zeros_like(actions), np.zeros_like(state)
+        for i, emb in enumerate(embodiments):
+            stats, dim = self.normalization_for(emb), emb.action_dim
+            norm_actions[i, :, :dim] = stats.normalize_actions(actions[i, :, :dim])
+            norm_state[i, :dim] = stats.normalize_state(state[i, :dim])
+        return norm_actions, norm_state, step_mask.to(self.device)
