@@ -48,7 +48,8 @@ def _nodes(context: LaunchContext) -> list[Node]:
             Node(
                 package=PACKAGE,
                 executable=name,
-                name=name,
+                # no `name=`: launch_ros would rename every node of the process to it, and the
+                # inference process holds two (observation_node and inference_node)
                 namespace=config.namespace or None,
                 parameters=parameters,
                 output="screen",
