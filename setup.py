@@ -35,7 +35,6 @@ setup(
     maintainer_email="maintainers@qwen-vla-ros.invalid",
     description="Qwen-VLA (Qwen VL backbone + DiT flow-matching decoder) as ROS 2 nodes",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [f"{name} = {target}" for name, target in NODES.items()]
         + ["qwen-vla = qwen_vla_ros.cli:main"],

@@ -3,7 +3,10 @@ publisher) over DDS on loopback, watched by the episode monitor."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from node_test_helpers import wait_for
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from qwen_vla_ros.bringup import Graph, GraphConfig
+from qwen_vla_ros.bringup import Graph, GraphConfig, child_environment
 from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.nodes.episode_monitor import EpisodeMonitor
 from qwen_vla_ros.ros.qos import COMMAND, SENSOR
@@ -101,3 +104,31 @@ def test_mobile_base_graph_sends_twists_within_limits(ros_context, spinner, tmp_
         assert wait_for(lambda: np.hypot(*np.subtract(watcher.poses[-1], watcher.poses[0])) > 0.01, timeout_s=30)
         watcher.destroy_node()
         monitor.destroy_node()
+
+
+def _cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qwen_vla_ros.cli", *args],
+        capture_output=True, text=True, timeout=timeout_s, env=child_environment(),
+    )
+
+
+def test_demo_ends_by_itself_and_leaves_its_outputs(tmp_path):
+    result = _cli("demo", "--seconds", "1.5", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["control_steps"] > 30 and summary["chunks"] >= 1
+    assert "UNTRAINED" in summary["model"] and "UNTRAINED" in result.stdout
+    assert summary["inference_latency_ms"]["n"] >= 1
+    for picture in ("cameras.png", "commands_vs_measured.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
+
+
+def test_eval_runs_two_short_episodes_through_the_graph(tmp_path):
+    result = _cli("eval", "--episodes", "2", "--seconds", "1.5", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["episodes"] == 2 and len(report["per_episode"]) == 2
+    assert 0.0 <= report["success_rate"] <= 1.0
+    assert all(e["control_steps"] > 30 for e in report["per_episode"])
+    assert (tmp_path / "eval.png").is_file()
