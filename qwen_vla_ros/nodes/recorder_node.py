@@ -65,6 +65,7 @@ class RecorderNode(Node):
         self.writer = McapEpisodeWriter(self.path, metadata={"embodiment": self.embodiment.name})
         self.task = ""
         self.messages = 0
+        self.closed = False
         for topic, cls, type_name, qos in recorded_topics(self):
             definition = message_definition(type_name)
             self.create_subscription(cls, topic, self._writer_for(topic, type_name, definition), qos, raw=True)
@@ -79,12 +80,16 @@ class RecorderNode(Node):
 
     def _writer_for(self, topic: str, type_name: str, definition: str):
         def callback(data: bytes) -> None:
+            if self.closed:  # messages already queued when the file was closed
+                return
             self.writer.write(topic, type_name, data, self.now_ns(), definition=definition)
             self.messages += 1
 
         return callback
 
     def _on_instruction(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.writer.write("instruction", "std_msgs/msg/String", data, self.now_ns(),
                           definition=message_definition("std_msgs/msg/String"))
         text = " ".join(deserialize_message(data, String).data.split())
@@ -114,6 +119,10 @@ class RecorderNode(Node):
         return response
 
     def on_shutdown(self) -> None:
+        """End the open episode and close the file (a file without its summary is unreadable)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.writer.episode_open:
             self.writer.end_episode(self.now_ns())
         self.writer.close()
