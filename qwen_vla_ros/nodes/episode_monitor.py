@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -22,15 +21,9 @@ from ..data.images import image_to_rgb
 from ..embodiment import Embodiment
 from ..evaluation import EpisodeRecord
 from ..observation import ObservationAssembler, ObservationNotReady
+from ..ros.commands import COMMAND_READERS
 from ..ros.messages import joint_state_values, odometry_values
 from ..ros.qos import COMMAND, LATCHED, SENSOR
-
-_READERS = {
-    "trajectory_msgs/msg/JointTrajectory": (JointTrajectory, lambda m: list(m.points[-1].positions) if m.points else None),
-    "std_msgs/msg/Float64MultiArray": (Float64MultiArray, lambda m: list(m.data)),
-    "sensor_msgs/msg/JointState": (JointState, lambda m: list(m.position)),
-    "geometry_msgs/msg/Twist": (Twist, lambda m: [m.linear.x, m.angular.z]),
-}
 
 
 class EpisodeMonitor(Node):
@@ -57,8 +50,8 @@ class EpisodeMonitor(Node):
         for out in self.embodiment.outputs:
             kinds = {self.embodiment.group(g).kind for g in out.groups}
             # a waypoint trajectory is commanded as a Twist: not comparable with the action layout
-            if out.type in _READERS and "base_waypoints" not in kinds:
-                msg_type, read = _READERS[out.type]
+            if out.type in COMMAND_READERS and "base_waypoints" not in kinds:
+                msg_type, read = COMMAND_READERS[out.type]
                 self.create_subscription(msg_type, out.topic, self._command_callback(out, read), COMMAND)
         for src in self.embodiment.state_sources:
             msg_type = Odometry if src.type.endswith("Odometry") else JointState

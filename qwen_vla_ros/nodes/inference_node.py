@@ -53,7 +53,7 @@ class InferenceNode(Node):
             "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
             "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
             "chunk_topic": "action_chunk",
-            "autostart": True,
+            "autostart": True,  # act on each new instruction; false: wait for ~/start
         }
         for name, default in params.items():
             self.declare_parameter(name, default)
@@ -69,7 +69,7 @@ class InferenceNode(Node):
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reset", self._on_reset)
         observation.on_instruction = self._on_instruction
-        self._active = bool(self.p["autostart"])
+        self._active = False  # until an instruction (autostart) or ~/start
         self._last_chunk: ActionChunk | None = None
         self._chunk_id = 0
         self._wake = threading.Event()
@@ -82,12 +82,17 @@ class InferenceNode(Node):
 
     # -- task control -------------------------------------------------------------------
     def _on_instruction(self, text: str) -> None:
-        if text:
-            self._last_chunk = None  # a new task never continues the old task's chunk
-            self._active = True
-            self._wake.set()
-        else:
+        if not text:
             self._halt("empty instruction")
+        elif self.p["autostart"] or self._active:
+            self._begin_task()
+        else:
+            self.get_logger().info("instruction stored; call ~/start to act on it (autostart is off)")
+
+    def _begin_task(self) -> None:
+        self._last_chunk = None  # a new task never continues the old task's chunk
+        self._active = True
+        self._wake.set()
 
     def _halt(self, why: str) -> None:
         self._active = False
@@ -101,7 +106,7 @@ class InferenceNode(Node):
         if not self.observation.assembler.instruction:
             response.success, response.message = False, "no instruction yet"
             return response
-        self._on_instruction(self.observation.assembler.instruction)
+        self._begin_task()
         response.success, response.message = True, "started"
         return response
 

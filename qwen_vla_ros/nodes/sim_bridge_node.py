@@ -22,27 +22,18 @@ import threading
 import time
 
 import numpy as np
-from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from ..data.images import rgb_to_image_fields
+from ..ros.commands import COMMAND_READERS
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from ..sim.rig import SimRig
 from .common import declare_embodiment, run_nodes
-
-#: message type name -> (class, function returning the commanded values of one message)
-_COMMAND_READERS = {
-    "trajectory_msgs/msg/JointTrajectory": (JointTrajectory, lambda m: list(m.points[-1].positions) if m.points else []),
-    "std_msgs/msg/Float64MultiArray": (Float64MultiArray, lambda m: list(m.data)),
-    "sensor_msgs/msg/JointState": (JointState, lambda m: list(m.position)),
-    "geometry_msgs/msg/Twist": (Twist, lambda m: [m.linear.x, m.angular.z]),
-}
 
 
 class SimBridgeNode(Node):
@@ -79,20 +70,23 @@ class SimBridgeNode(Node):
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         for output in self.embodiment.outputs:
-            if output.type not in _COMMAND_READERS:
+            if output.type not in COMMAND_READERS:
                 raise ValueError(
-                    f"the sim consumes {', '.join(_COMMAND_READERS)}; output {output.topic} is "
+                    f"the sim consumes {', '.join(COMMAND_READERS)}; output {output.topic} is "
                     f"{output.type} (use an embodiment with built-in output types, e.g. aloha_sim)"
                 )
-            msg_type, read = _COMMAND_READERS[output.type]
+            msg_type, read = COMMAND_READERS[output.type]
             self.create_subscription(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
 
     def _command_callback(self, topic: str, read):
         def callback(msg) -> None:
+            values = read(msg)
+            if values is None:
+                return
             with self._lock:
                 try:
-                    self.sim.apply(topic, read(msg))
+                    self.sim.apply(topic, values)
                     self.commands_applied += 1
                 except ValueError as exc:  # malformed or out of the joint's range: refuse, as a servo would
                     self.commands_rejected += 1

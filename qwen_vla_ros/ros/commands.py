@@ -40,6 +40,19 @@ def command_to_msg(command: Any, stamp: Any, dt: float) -> Any:
     return fill_fields(message_class(command.msg_type)(), dict(command.fields or {}))
 
 
+#: built-in command type -> (message class, the commanded values of one message), for listeners
+#: of command topics (the simulator, the episode monitor)
+COMMAND_READERS = {
+    "trajectory_msgs/msg/JointTrajectory": (
+        JointTrajectory,
+        lambda m: list(m.points[-1].positions) if m.points else None,
+    ),
+    "std_msgs/msg/Float64MultiArray": (Float64MultiArray, lambda m: list(m.data)),
+    "sensor_msgs/msg/JointState": (JointState, lambda m: list(m.position)),
+    "geometry_msgs/msg/Twist": (Twist, lambda m: [m.linear.x, m.angular.z]),
+}
+
+
 class CommandPublishers:
     """One publisher per embodiment output; message classes resolved once, at start-up."""
 
