@@ -1,0 +1,103 @@
+"""Inference node over real DDS with the tiny model: chunks, new tasks, stop/start/reset, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from node_test_helpers import wait_for
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from qwen_vla_ros.data.images import rgb_to_image_fields
+from qwen_vla_ros.nodes.inference_node import InferenceNode
+from qwen_vla_ros.nodes.observation_node import ObservationNode
+from qwen_vla_ros.observation import MAX_INSTRUCTION_CHARS
+from qwen_vla_ros.ros.messages import msg_to_chunk
+from qwen_vla_ros.ros.qos import COMMAND, LATCHED, SENSOR
+
+pytestmark = pytest.mark.ros
+ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]
+
+
+class Feeder(Node):
+    """Fresh sensors at 30/100 Hz; records the chunks the inference node publishes."""
+
+    def __init__(self, context, emb):
+        super().__init__("feeder", context=context)
+        self.chunks: list[JointTrajectory] = []
+        self.instruction = self.create_publisher(String, "instruction", LATCHED)
+        image = Image(**rgb_to_image_fields(np.full((240, 320, 3), 120, np.uint8)))
+        cams = [self.create_publisher(Image, c.topic, SENSOR) for c in emb.cameras]
+        states = [self.create_publisher(JointState, s.topic, SENSOR) for s in emb.state_sources]
+
+        def images() -> None:
+            image.header.stamp = self.get_clock().now().to_msg()
+            for pub in cams:
+                pub.publish(image)
+
+        def joints() -> None:
+            msg = JointState(name=ARM, position=[0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.05])
+            msg.header.stamp = self.get_clock().now().to_msg()
+            for pub in states:
+                pub.publish(msg)
+
+        self.create_timer(1 / 30, images)
+        self.create_timer(1 / 100, joints)
+        self.create_subscription(JointTrajectory, "action_chunk", self.chunks.append, COMMAND)
+        self.triggers = {name: self.create_client(Trigger, f"/inference_node/{name}") for name in ("start", "stop", "reset")}
+
+    def call(self, name: str) -> Trigger.Response:
+        future = self.triggers[name].call_async(Trigger.Request())
+        assert wait_for(future.done, timeout_s=10)
+        return future.result()
+
+
+@pytest.fixture()
+def graph(ros_context, spinner, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_VLA_CACHE", str(tmp_path / "cache"))
+    params = [Parameter("embodiment", value="aloha_sim")]
+    observation = ObservationNode(context=ros_context, parameter_overrides=params)
+    inference = InferenceNode(observation, context=ros_context, parameter_overrides=params)
+    feeder = Feeder(ros_context, observation.embodiment)
+    spinner.add(observation, inference, feeder)
+    spinner.start()
+    yield inference, feeder
+    inference.on_shutdown()
+    for node in (feeder, inference, observation):
+        node.destroy_node()
+
+
+def test_instruction_starts_chunks_stop_holds_and_a_new_task_restarts(graph):
+    inference, feeder = graph
+    emb = inference.embodiment
+    feeder.instruction.publish(String(data="pick up the cube"))
+    assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 2, timeout_s=60)
+    chunk = msg_to_chunk(next(c for c in feeder.chunks if c.points), emb.action_names, emb.dt)
+    assert chunk.actions.shape == (emb.chunk_horizon, emb.action_dim)
+    assert chunk.dt == pytest.approx(emb.dt)
+
+    assert feeder.call("stop").success
+    assert wait_for(lambda: not feeder.chunks[-1].points)  # an empty chunk: hold now
+    count = len(feeder.chunks)
+    wait_for(lambda: False, timeout_s=0.5)
+    assert len(feeder.chunks) == count, "no chunk may follow a stop"
+
+    assert feeder.call("start").success
+    assert wait_for(lambda: len(feeder.chunks) > count and feeder.chunks[-1].points, timeout_s=30)
+
+    feeder.instruction.publish(String(data=""))  # an empty instruction stops as well
+    assert wait_for(lambda: not feeder.chunks[-1].points)
+    assert feeder.call("reset").success
+
+
+def test_megabyte_instruction_is_refused_and_nothing_moves(graph):
+    inference, feeder = graph
+    feeder.instruction.publish(String(data="x" * (MAX_INSTRUCTION_CHARS * 500)))
+    assert wait_for(lambda: inference.observation.bad_messages >= 1, timeout_s=10)
+    wait_for(lambda: False, timeout_s=1.0)
+    assert not any(c.points for c in feeder.chunks)
+    assert not feeder.call("start").success  # no instruction to act on
