@@ -23,7 +23,7 @@ from ..evaluation import EpisodeRecord
 from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.commands import COMMAND_READERS
 from ..ros.messages import joint_state_values, odometry_values
-from ..ros.qos import COMMAND, LATCHED, SENSOR
+from ..ros.qos import LATCHED, RECORD_RELIABLE, RECORD_SENSOR, SENSOR
 
 
 class EpisodeMonitor(Node):
@@ -52,13 +52,13 @@ class EpisodeMonitor(Node):
             # a waypoint trajectory is commanded as a Twist: not comparable with the action layout
             if out.type in COMMAND_READERS and "base_waypoints" not in kinds:
                 msg_type, read = COMMAND_READERS[out.type]
-                self.create_subscription(msg_type, out.topic, self._command_callback(out, read), COMMAND)
+                self.create_subscription(msg_type, out.topic, self._command_callback(out, read), RECORD_RELIABLE)
         for src in self.embodiment.state_sources:
             msg_type = Odometry if src.type.endswith("Odometry") else JointState
-            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), SENSOR)
+            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), RECORD_SENSOR)
         for cam in self.embodiment.cameras:
             self.create_subscription(Image, cam.topic, self._image_callback(cam.name), SENSOR)
-        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND)
+        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, RECORD_RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_subscription(Bool, "/sim_bridge/success", self._on_success, LATCHED)
         self.create_subscription(Float64, "/sim_bridge/reward", self._on_reward, 10)

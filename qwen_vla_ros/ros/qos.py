@@ -28,3 +28,18 @@ COMMAND = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+#: Observers that must not miss a message (the episode monitor's record of every tick): a deep
+#: queue, so a busy executor catches up later instead of dropping samples.
+RECORD_RELIABLE = QoSProfile(
+    depth=500,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+RECORD_SENSOR = QoSProfile(
+    depth=500,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
