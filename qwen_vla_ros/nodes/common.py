@@ -24,6 +24,10 @@ def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001 - signal handler s
     raise KeyboardInterrupt
 
 
+def _program() -> str:
+    return sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "qwen_vla_ros"
+
+
 def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None) -> int:
     """Init rclpy, build the nodes, spin them on one executor until SIGINT/SIGTERM.
 
@@ -42,8 +46,9 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None) ->
             executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # short timeout: signals are handled promptly
-    except EmbodimentError as exc:
-        print(exc, file=sys.stderr)
+    except (EmbodimentError, LookupError, ValueError) as exc:
+        # a bad embodiment file, checkpoint, statistics or parameter: one clear line, no traceback
+        print(f"[{_program()}] cannot start: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -34,6 +34,7 @@ def load_policy(params: dict, embodiment: Embodiment, logger):
     """Load ``params['model']`` (folder, hub id or 'tiny') on ``params['device']``."""
     import torch
 
+    from ..model.normalization import NormStats
     from ..model.policy import QwenVLAPolicy
 
     source = params["model"]
@@ -44,6 +45,9 @@ def load_policy(params: dict, embodiment: Embodiment, logger):
         source, device=params["device"], dtype=getattr(torch, params["dtype"])
     )
     policy.eval()
+    if params["model"] == TINY and embodiment.name not in policy.norm_stats:
+        # untrained anyway: any embodiment file (a user's own too) gets placeholder statistics
+        policy.set_normalization(embodiment.name, NormStats.near_home(embodiment))
     policy.normalization_for(embodiment)  # fail at start-up, not at the first chunk, if stats are missing
     logger.info(f"policy loaded from {source} for embodiment {embodiment.name}")
     return policy

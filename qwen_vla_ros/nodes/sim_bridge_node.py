@@ -1,10 +1,12 @@
-"""Sim bridge: a simulated ALOHA rig on the same topics and conventions as the real one.
+"""Sim bridge: a simulated rig on the same topics and conventions as the real one.
 
-It owns simulated time: a worker thread steps MuJoCo by one control period, publishes
-``/clock``, the joint states on the embodiment's state topics (Interbotix naming, finger
-positions in m), and the cameras on their topics at ``camera_rate_hz``. It consumes the
-command topics the embodiment's outputs name (JointTrajectory, Float64MultiArray,
-JointState) and applies them as the rig's controllers would. Every other node runs with
+It owns simulated time: a worker thread steps the :class:`~qwen_vla_ros.sim.rig.SimRig`
+(MuJoCo ALOHA arms, a kinematic base, or the navigation world, per embodiment) by one
+control period, publishes ``/clock``, the joint states on the embodiment's state topics
+(Interbotix naming, finger positions in m) or odometry, and the cameras on their topics at
+``camera_rate_hz``. It consumes the command topics the embodiment's outputs name
+(JointTrajectory, Float64MultiArray, JointState, Twist) and applies them as the rig's
+controllers would. Every other node runs with
 ``use_sim_time``, so a slow CPU render slows the world, never the control timing.
 
 Topics and services:
