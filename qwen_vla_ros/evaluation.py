@@ -135,7 +135,7 @@ def image_strip(record: EpisodeRecord, path: Path, columns: int = 6) -> None:
         tiles = []
         for k in picks:
             t, image = frames[k]
-            tile = cv2.resize(image, (160, 160))
+            tile = cv2.resize(image, (200, round(200 * image.shape[0] / image.shape[1])))
             cv2.putText(tile, f"{camera} {t - record.start_time:.1f}s", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
             tiles.append(tile)
         tiles += [np.zeros_like(tiles[0])] * (columns - len(tiles))

@@ -49,11 +49,16 @@ class SimBridgeNode(Node):
             "seed": 0,
             "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
             "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
+            # rendered frame, px: the rig's 4:3 frame scaled down; the observation node resizes
+            # it to the model's image size exactly as it does a real camera's 640x480
+            "render_height": 240,
+            "render_width": 320,
         }
         for name, default in params.items():
             self.declare_parameter(name, default)
         self.p = {name: self.get_parameter(name).value for name in params}
-        self.sim = SimRig(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]))
+        render_size = (int(self.p["render_height"]), int(self.p["render_width"]))
+        self.sim = SimRig(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]), render_size=render_size)
         self._lock = threading.Lock()
         self._make_interfaces()
         self.commands_applied = 0

@@ -119,8 +119,14 @@ class AlohaSim:
         self.reset()
 
     @classmethod
-    def from_embodiment(cls, embodiment, task: str = "transfer_cube", **kwargs) -> AlohaSim:
-        """Cameras (names and image sizes) and gripper constants from an ALOHA embodiment."""
+    def from_embodiment(
+        cls, embodiment, task: str = "transfer_cube", render_size: tuple[int, int] | None = None, **kwargs
+    ) -> AlohaSim:
+        """Cameras (names and image sizes) and gripper constants from an ALOHA embodiment.
+
+        ``render_size`` (height, width px) renders every camera at that size instead of the
+        model's image size, e.g. the rig's 4:3 frame, which the observation node then resizes.
+        """
         cameras = {}
         for camera in embodiment.cameras:
             if camera.name not in CAMERA_STAND_INS:
@@ -128,7 +134,7 @@ class AlohaSim:
                     f"embodiment camera {camera.name!r} has no sim camera; known: "
                     f"{sorted(CAMERA_STAND_INS)}"
                 )
-            cameras[camera.name] = SimCamera(CAMERA_STAND_INS[camera.name], *camera.image_size)
+            cameras[camera.name] = SimCamera(CAMERA_STAND_INS[camera.name], *(render_size or camera.image_size))
         grippers = [g.gripper for g in embodiment.action_groups if g.kind == "gripper" and g.gripper]
         gripper = GripperConversion.from_calibration(grippers[0]) if grippers else None
         return cls(task=task, cameras=cameras, gripper=gripper, **kwargs)

@@ -121,9 +121,10 @@ class MobileBaseSim:
         self.base = KinematicBase(limits, start_pose, command_timeout_s)
 
     @classmethod
-    def from_embodiment(cls, embodiment, **kwargs) -> MobileBaseSim:
-        """Camera sizes and base limits from an embodiment (its cameras all view ``front``)."""
-        cameras = {c.name: SimCamera("front", *c.image_size) for c in embodiment.cameras}
+    def from_embodiment(cls, embodiment, render_size: tuple[int, int] | None = None, **kwargs) -> MobileBaseSim:
+        """Camera sizes and base limits from an embodiment (its cameras all view ``front``);
+        ``render_size`` (height, width px) overrides the model's image size."""
+        cameras = {c.name: SimCamera("front", *(render_size or c.image_size)) for c in embodiment.cameras}
         return cls(cameras=cameras, limits=BaseLimits.from_embodiment(embodiment), **kwargs)
 
     def reset(self, pose: tuple[float, float, float] | None = None) -> None:

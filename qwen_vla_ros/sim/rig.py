@@ -46,9 +46,17 @@ def command_slots(embodiment: Embodiment) -> dict[str, list[tuple[str, str]]]:
 class SimRig:
     """Arms and/or base of one embodiment, stepped on simulated time."""
 
-    def __init__(self, embodiment: Embodiment, task: str = "transfer_cube", seed: int = 0):
+    def __init__(
+        self,
+        embodiment: Embodiment,
+        task: str = "transfer_cube",
+        seed: int = 0,
+        render_size: tuple[int, int] | None = None,
+    ):
+        """``render_size``: (height, width) px of every camera; default the model's image size."""
         self.embodiment = embodiment
         self.task = task
+        self.render_size = render_size
         self.slots = command_slots(embodiment)
         kinds = {g.kind for g in embodiment.action_groups}
         has_arms = bool(kinds & {"joint_position", "gripper"})
@@ -57,11 +65,11 @@ class SimRig:
         if has_arms:
             from .aloha_sim import AlohaSim
 
-            self.arms = AlohaSim.from_embodiment(embodiment, task=task, seed=seed)
+            self.arms = AlohaSim.from_embodiment(embodiment, task=task, seed=seed, render_size=render_size)
         if has_base and not has_arms:
             from .base_scene import MobileBaseSim
 
-            self.world = MobileBaseSim.from_embodiment(embodiment)
+            self.world = MobileBaseSim.from_embodiment(embodiment, render_size=render_size)
             self.base = self.world
         elif has_base:
             from .kinematic_base import BaseLimits, KinematicBase
@@ -108,7 +116,9 @@ class SimRig:
             from .aloha_sim import AlohaSim
 
             self.arms.close()
-            self.arms = AlohaSim.from_embodiment(self.embodiment, task=task, seed=seed or 0)
+            self.arms = AlohaSim.from_embodiment(
+                self.embodiment, task=task, seed=seed or 0, render_size=self.render_size
+            )
         elif self.arms is not None:
             self.arms.reset(seed)
         if self.base is not None:
