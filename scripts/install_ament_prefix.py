@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib.metadata import distribution
 from pathlib import Path
 
 PACKAGE = "qwen_vla_ros"
@@ -30,12 +31,9 @@ def _link(target: Path, link: Path) -> None:
 
 
 def executables() -> list[str]:
-    """Console-script names declared in setup.py (read, not imported: setup() would run)."""
-    namespace: dict = {}
-    source = (REPO / "setup.py").read_text()
-    start, end = source.index("NODES = {"), source.index("}\n", source.index("NODES = {")) + 2
-    exec(source[start:end], namespace)  # noqa: S102 - our own literal dict
-    return [*namespace["NODES"], "qwen-vla"]
+    """Console scripts of the installed distribution (what `pip install -e .` put in bin/)."""
+    scripts = distribution(PACKAGE).entry_points.select(group="console_scripts")
+    return sorted(entry.name for entry in scripts)
 
 
 def install(prefix: Path) -> None:
