@@ -28,6 +28,8 @@ class EpisodeRecord:
     state_times: list[float] = field(default_factory=list)
     states: list[np.ndarray] = field(default_factory=list)
     chunk_times: list[float] = field(default_factory=list)  # arrival at the monitor
+    # (t, linear m/s, angular rad/s) of a waypoint-tracking base, whose Twist is not in the layout
+    tracked_twists: list[tuple[float, float, float]] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
     frames: dict[str, list[tuple[float, np.ndarray]]] = field(default_factory=dict)
     clipped_commands: int = 0
@@ -68,6 +70,14 @@ def smoothness(record: EpisodeRecord, embodiment: Embodiment) -> dict[str, float
     return {"boundary_max": b, "within_max": w, "ratio": (b / w) if b is not None and w else None}
 
 
+def _tracked_twist_summary(record: EpisodeRecord) -> dict:
+    if not record.tracked_twists:
+        return {}
+    twists = np.asarray(record.tracked_twists)
+    return {"waypoint_tracking_max_speed": {"linear_m_s": float(np.abs(twists[:, 1]).max()),
+                                            "angular_rad_s": float(np.abs(twists[:, 2]).max())}}
+
+
 def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) -> dict:
     duration = record.end_time - record.start_time
     return {
@@ -77,10 +87,11 @@ def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) ->
         "sim_seconds": round(duration, 3),
         "wall_seconds": round(record.wall_seconds, 2),
         "real_time_factor": round(duration / record.wall_seconds, 3) if record.wall_seconds else None,
-        "control_steps": len(record.commands),
+        "control_steps": max(len(record.commands), len(record.tracked_twists)),
         "chunks": len(record.chunk_times),
         "inference_latency_ms": percentiles(record.inference_ms),
         "commands_clipped_by_safety": record.clipped_commands,
+        **_tracked_twist_summary(record),
         "smoothness_in_step_limits": smoothness(record, embodiment),
         "success": bool(record.success),
         "reward": record.reward,

@@ -50,7 +50,10 @@ class EpisodeMonitor(Node):
         for out in self.embodiment.outputs:
             kinds = {self.embodiment.group(g).kind for g in out.groups}
             # a waypoint trajectory is commanded as a Twist: not comparable with the action layout
-            if out.type in COMMAND_READERS and "base_waypoints" not in kinds:
+            if out.type in COMMAND_READERS and "base_waypoints" in kinds:
+                msg_type, read = COMMAND_READERS[out.type]
+                self.create_subscription(msg_type, out.topic, self._tracked_twist_callback(read), RECORD_RELIABLE)
+            elif out.type in COMMAND_READERS:
                 msg_type, read = COMMAND_READERS[out.type]
                 self.create_subscription(msg_type, out.topic, self._command_callback(out, read), RECORD_RELIABLE)
         for src in self.embodiment.state_sources:
@@ -100,6 +103,14 @@ class EpisodeMonitor(Node):
             if self._recording and output is self._clock_output:
                 self.record.command_times.append(self.now_s())
                 self.record.commands.append(self._current.copy())
+
+        return callback
+
+    def _tracked_twist_callback(self, read):
+        def callback(msg) -> None:
+            if self._recording:
+                linear, angular = read(msg)
+                self.record.tracked_twists.append((self.now_s(), linear, angular))
 
         return callback
 

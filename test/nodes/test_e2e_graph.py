@@ -96,12 +96,14 @@ def test_mobile_base_graph_sends_twists_within_limits(ros_context, spinner, tmp_
         spinner.add(watcher, monitor)
         spinner.start()
         monitor.instruct("drive to the green disc")
+        monitor.begin("drive")
         assert wait_for(lambda: sum(1 for v, w in watcher.twists if v or w) > 20, timeout_s=120), graph.exited()
         twists = np.array(watcher.twists)
         base = emb.group("base").joints
         assert np.all(np.abs(twists[:, 0]) <= base[0].max_velocity + 1e-6)
         assert np.all(np.abs(twists[:, 1]) <= base[2].max_velocity + 1e-6)
         assert wait_for(lambda: np.hypot(*np.subtract(watcher.poses[-1], watcher.poses[0])) > 0.01, timeout_s=30)
+        assert monitor.record.tracked_twists, "the monitor records the tracked twists of a waypoint base"
         watcher.destroy_node()
         monitor.destroy_node()
 
