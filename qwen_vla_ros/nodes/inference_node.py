@@ -70,6 +70,7 @@ class InferenceNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         observation.on_instruction = self._on_instruction
         self._active = False  # until an instruction (autostart) or ~/start
+        self._task = 0  # bumped by every start and stop: a chunk computed for an older task is dropped
         self._last_chunk: ActionChunk | None = None
         self._chunk_id = 0
         self._wake = threading.Event()
@@ -91,10 +92,12 @@ class InferenceNode(Node):
 
     def _begin_task(self) -> None:
         self._last_chunk = None  # a new task never continues the old task's chunk
+        self._task += 1
         self._active = True
         self._wake.set()
 
     def _halt(self, why: str) -> None:
+        self._task += 1
         self._active = False
         self._last_chunk = None
         stop = JointTrajectory(joint_names=self.embodiment.action_names)
@@ -153,7 +156,7 @@ class InferenceNode(Node):
         return decision.request
 
     def _infer(self, observation, observed_at: float) -> None:
-        started = time.perf_counter()
+        task, started = self._task, time.perf_counter()
         try:
             chunk = self.policy.predict_chunk(
                 observation,
@@ -165,7 +168,7 @@ class InferenceNode(Node):
             self.get_logger().error(f"inference failed, holding: {exc}", throttle_duration_sec=2.0)
             self._wake.wait(timeout=0.5)
             return
-        if not self._active:  # stopped while computing: the stale chunk is dropped
+        if not self._active or task != self._task:  # stopped or restarted while computing
             return
         self._chunk_id += 1
         chunk.start_time, chunk.chunk_id = observed_at, self._chunk_id
