@@ -76,18 +76,35 @@ def euler_scheduler(num_steps: int) -> FlowMatchEulerDiscreteScheduler:
     return scheduler
 
 
-def euler_sample(velocity: VelocityFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+def euler_sample(
+    velocity: VelocityFn, noise: torch.Tensor, num_steps: int, prefix: torch.Tensor | None = None
+) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) from t = 1 (noise) to t = 0; returns x_0.
 
     ``velocity(x_t, t)`` gets t as a (B,) tensor in [0, 1]. It is called exactly
     ``num_steps`` times; anything expensive it needs (backbone features) belongs
     outside it.
+
+    ``prefix`` (B, d, A): actions the chunk must start with (real-time chunking, the
+    training-free hard-inpainting variant): after every step the first d actions are reset
+    to the prefix noised to the current time, ``t * noise + (1 - t) * prefix``, so the model
+    denoises the rest of the chunk as a continuation of them, and x_0 starts with them exactly.
     """
     scheduler = euler_scheduler(num_steps)
-    sample = noise
     batch = noise.shape[0]
+    sample = _inpaint(noise, noise, prefix, 1.0)
     for timestep in scheduler.timesteps:
         time = (timestep / scheduler.config.num_train_timesteps).expand(batch).to(noise.device)
         predicted = velocity(sample, time)
         sample = scheduler.step(predicted, timestep, sample, return_dict=False)[0].to(noise.dtype)
+        sample = _inpaint(sample, noise, prefix, float(scheduler.sigmas[scheduler.step_index]))
+    return sample
+
+
+def _inpaint(sample: torch.Tensor, noise: torch.Tensor, prefix: torch.Tensor | None, t: float) -> torch.Tensor:
+    if prefix is None or prefix.shape[1] == 0:
+        return sample
+    steps = prefix.shape[1]
+    sample = sample.clone()
+    sample[:, :steps] = t * noise[:, :steps] + (1.0 - t) * prefix
     return sample

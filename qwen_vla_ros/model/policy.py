@@ -255,6 +255,7 @@ class QwenVLAPolicy(nn.Module):
         seed: int | None = None,
         text_only: bool = False,
         num_steps: int | None = None,
+        prefix: np.ndarray | None = None,
     ) -> list[ActionChunk]:
         """Action chunks for a batch of observations of one embodiment.
 
@@ -264,6 +265,9 @@ class QwenVLAPolicy(nn.Module):
             seed: fixes the initial noise (same seed, same inputs -> same chunks).
             text_only: ignore images (text-to-action mode).
             num_steps: Euler steps (default from the config).
+            prefix: (d, action_dim) rig-unit actions every chunk must start with, d < horizon:
+                the part of the previous chunk that runs while this one is computed
+                (real-time chunking by inpainting; see ``flow.euler_sample``).
         Returns:
             One :class:`ActionChunk` per observation: ``start_time`` is the observation's
             stamp, ``timings`` the batch's seconds for preprocess, backbone and decoder.
@@ -282,6 +286,7 @@ class QwenVLAPolicy(nn.Module):
                 prepared.embodiment.chunk_horizon,
                 generator,
                 num_steps,
+                self._prefix_tensor(prefix, prepared, len(observations)),
             )
             self._lap(timings, "decoder", clock)
         return self._to_chunks(actions, prepared, observations, timings)
@@ -316,8 +321,10 @@ class QwenVLAPolicy(nn.Module):
         horizon: int,
         generator: torch.Generator | None = None,
         num_steps: int | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features."""
+        """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features;
+        ``prefix`` (B, d, max_action_dim), normalised: the actions every chunk starts with."""
         memory = self.decoder.project_condition(features.features)  # once, reused by every step
 
         def velocity(sample: torch.Tensor, flow_time: torch.Tensor) -> torch.Tensor:
@@ -327,7 +334,7 @@ class QwenVLAPolicy(nn.Module):
 
         shape = (state.shape[0], horizon, self.max_action_dim)
         noise = padded_noise(shape, dim_mask, generator, self.device, state.dtype)
-        return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps)
+        return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps, prefix)
 
     def _to_chunks(
         self, actions, prepared: PreparedObservations, observations, timings
@@ -356,6 +363,22 @@ class QwenVLAPolicy(nn.Module):
         now = time.perf_counter()
         timings[phase] = now - since
         return now
+
+    def _prefix_tensor(self, prefix, prepared: PreparedObservations, batch: int) -> torch.Tensor | None:
+        """Rig-unit prefix (d, action_dim) -> normalised, padded (batch, d, max_action_dim)."""
+        if prefix is None or len(prefix) == 0:
+            return None
+        emb = prepared.embodiment
+        rows = np.asarray(prefix, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != emb.action_dim or len(rows) >= emb.chunk_horizon:
+            raise ModelInputError(
+                f"prefix must be (d < {emb.chunk_horizon}, {emb.action_dim}) actions, got {rows.shape}"
+            )
+        if not np.all(np.isfinite(rows)):
+            raise ModelInputError("prefix contains NaN or inf")
+        normalised = prepared.stats.normalize_actions(emb.actions_to_model(rows))
+        padded, _ = self._pad_rows(np.repeat(normalised[None], batch, axis=0), [emb.action_dim] * batch)
+        return padded.to(prepared.state.dtype)
 
     def _pad_rows(self, rows: np.ndarray, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, ..., d) rows, sample i using its first dims[i] columns -> (B, ..., D) and (B, D) mask."""

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..control.inference_trigger import InferenceTrigger, chunk_play_end
+from ..control.inference_trigger import InferenceTrigger, chunk_play_end, inference_delay_steps
 from ..embodiment import Embodiment
 from ..observation import ObservationNotReady
 from ..ros.messages import chunk_to_msg, to_time
@@ -52,6 +52,9 @@ class InferenceNode(Node):
             "torch_threads": 1,
             "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
             "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
+            # async: the actions that run while a chunk is computed are frozen into it
+            # (real-time chunking by inpainting), so chunks join without a jump
+            "rtc_prefix": True,
             "chunk_topic": "action_chunk",
             "autostart": True,  # act on each new instruction; false: wait for ~/start
         }
@@ -155,14 +158,29 @@ class InferenceNode(Node):
         )
         return decision.request
 
+    def _frozen_prefix(self, now: float) -> tuple[np.ndarray | None, float]:
+        """(actions of the last chunk that run during this inference, start time on its grid)."""
+        last = self._last_chunk
+        if not self.p["rtc_prefix"] or self.p["strategy"] != "async" or last is None:
+            return None, now
+        step = int(np.floor((now - last.start_time) / last.dt + 1e-6))
+        latency = float(np.median(self._latencies)) if self._latencies else 0.0
+        # +1: the new chunk lands part-way through a control period
+        frozen = min(inference_delay_steps(latency, last.dt) + 1, self.embodiment.chunk_horizon - 1)
+        if step < 0 or step + frozen > last.horizon:
+            return None, now
+        return last.actions[step : step + frozen], last.start_time + step * last.dt
+
     def _infer(self, observation, observed_at: float) -> None:
         task, started = self._task, time.perf_counter()
+        prefix, start_time = self._frozen_prefix(observed_at)
         try:
             chunk = self.policy.predict_chunk(
                 observation,
                 self.embodiment,
                 seed=int(self.p["seed"]) + self._chunk_id,
                 num_steps=int(self.p["num_inference_steps"]),
+                prefix=prefix,
             )
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the node
             self.get_logger().error(f"inference failed, holding: {exc}", throttle_duration_sec=2.0)
@@ -171,7 +189,7 @@ class InferenceNode(Node):
         if not self._active or task != self._task:  # stopped or restarted while computing
             return
         self._chunk_id += 1
-        chunk.start_time, chunk.chunk_id = observed_at, self._chunk_id
+        chunk.start_time, chunk.chunk_id = start_time, self._chunk_id
         chunk.timings["total"] = time.perf_counter() - started
         self._latencies.append(self.now_s() - observed_at)
         self._last_chunk = chunk

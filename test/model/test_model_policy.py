@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qwen_vla_ros.embodiment import list_shipped_embodiments, load_embodiment
-from qwen_vla_ros.model import NormStats, QwenVLAPolicy
+from qwen_vla_ros.model import ModelInputError, NormStats, QwenVLAPolicy
 
 SHIPPED = list_shipped_embodiments()
 
@@ -150,3 +150,18 @@ def test_from_backbone_joins_a_saved_backbone_with_a_fresh_decoder(tiny_policy_d
     emb = load_embodiment("mobile_base")
     model.set_normalization(emb.name, NormStats.from_limits(emb))
     assert model.predict_chunk(observe(emb), emb, seed=0).actions.shape == (20, 3)
+
+
+def test_prefix_inpainting_starts_the_chunk_with_the_frozen_actions(tiny_policy_dirs, signed_arm, observe):
+    """Real-time chunking: the actions that run while a chunk is computed are kept exactly,
+    in rig units (sign flip and offset included), and the rest is denoised around them."""
+    model = _perturbed_copy(tiny_policy_dirs["qwen3_5"])
+    model.set_normalization(signed_arm.name, NormStats.from_limits(signed_arm))
+    obs = observe(signed_arm)
+    free = model.predict_chunk(obs, signed_arm, seed=5).actions
+    prefix = np.array([[0.10, -0.20], [0.12, -0.18], [0.14, -0.16]])
+    inpainted = model.predict_chunk(obs, signed_arm, seed=5, prefix=prefix).actions
+    np.testing.assert_allclose(inpainted[:3], prefix, atol=1e-5)
+    assert not np.allclose(inpainted[3:], free[3:], atol=1e-4)  # the continuation saw the prefix
+    with pytest.raises(ModelInputError, match="prefix must be"):
+        model.predict_chunk(obs, signed_arm, prefix=np.zeros((3, 5)))

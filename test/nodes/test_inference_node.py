@@ -101,3 +101,17 @@ def test_megabyte_instruction_is_refused_and_nothing_moves(graph):
     wait_for(lambda: False, timeout_s=1.0)
     assert not any(c.points for c in feeder.chunks)
     assert not feeder.call("start").success  # no instruction to act on
+
+
+def test_async_chunks_continue_the_previous_chunk_exactly(graph):
+    """Real-time chunking: each chunk starts on the previous chunk's grid with its frozen actions."""
+    inference, feeder = graph
+    emb = inference.embodiment
+    feeder.instruction.publish(String(data="pick up the cube"))
+    assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 4, timeout_s=60)
+    chunks = [msg_to_chunk(c, emb.action_names, emb.dt) for c in feeder.chunks if c.points]
+    for before, after in zip(chunks[1:], chunks[2:], strict=False):  # the first has no predecessor
+        offset = round((after.start_time - before.start_time) / emb.dt)
+        assert 0 < offset < before.horizon
+        assert after.start_time == pytest.approx(before.start_time + offset * emb.dt, abs=1e-6)
+        np.testing.assert_allclose(after.actions[0], before.actions[offset], atol=1e-4)
