@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from qwen_vla_ros.embodiment import load_embodiment  # noqa: E402
 from qwen_vla_ros.ros.messages import message_class  # noqa: E402
 from qwen_vla_ros.ros.qos import COMMAND, LATCHED, SENSOR  # noqa: E402
 
+LOG_DIR = Path(tempfile.gettempdir()) / "qwen_vla_bench_graph"
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper", "left_finger", "right_finger"]
 
 
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5, help="instruction-to-command trials")
     args = parser.parse_args()
     emb = load_embodiment(args.embodiment)
-    with Graph(GraphConfig(embodiment=args.embodiment, model="tiny"), log_dir=Path("/tmp/qwen_vla_bench_graph")) as graph:
+    with Graph(GraphConfig(embodiment=args.embodiment, model="tiny"), log_dir=LOG_DIR) as graph:
         rclpy.init()
         rig = FakeRig(emb)
         executor = SingleThreadedExecutor()
@@ -118,7 +120,7 @@ def main() -> None:
             while not rig.chunk_times and time.perf_counter() - t0 < 30:
                 spin_for(executor, 0.005)
             if not rig.chunk_times:
-                print(f"trial {trial}: no chunk within 30 s; logs in /tmp/qwen_vla_bench_graph", file=sys.stderr)
+                print(f"trial {trial}: no chunk within 30 s; logs in {LOG_DIR}", file=sys.stderr)
                 continue
             chunk_at = rig.chunk_times[0]
             spin_for(executor, 0.3)
