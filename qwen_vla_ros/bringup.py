@@ -126,6 +126,29 @@ class Graph:
         self.stop()
 
 
+def parse_node_params(items: list[str]) -> dict[str, dict[str, object]]:
+    """``NODE.NAME=VALUE`` items -> {node: {name: value}}; values parsed as YAML scalars."""
+    import yaml
+
+    params: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        node, dot, name = key.partition(".")
+        if not (sep and dot and node in NODE_MODULES and name):
+            raise SystemExit(
+                f"--param {item!r}: expected NODE.NAME=VALUE with NODE one of {', '.join(NODE_MODULES)}"
+            )
+        params.setdefault(node, {})[name] = yaml.safe_load(text)
+    return params
+
+
+def add_param_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NODE.NAME=VALUE",
+        help="a node parameter, e.g. inference_node.rtc_prefix=false (repeatable)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embodiment", default="aloha", help="shipped name or YAML path")
     parser.add_argument("--model", help="checkpoint folder, hub id, or 'tiny' (node default: tiny)")
@@ -138,12 +161,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy", choices=["synchronous", "temporal_ensemble", "async"],
         help="how the chunk publisher switches between chunks (node default: async)",
     )
+    add_param_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     config = GraphConfig(
         embodiment=args.embodiment, model=args.model, device=args.device, params_file=args.params_file,
         namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, strategy=args.strategy,
+        extra=parse_node_params(args.param),
     )
     print(f"[bringup] starting {', '.join(config.nodes())} for embodiment {config.embodiment}; Ctrl-C stops")
     with Graph(config) as graph:

@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
-from ..bringup import Graph, GraphConfig
+from ..bringup import Graph, GraphConfig, add_param_argument, parse_node_params
 from ..embodiment import load_embodiment
 from ..evaluation import image_strip, percentiles, plot_commands, summarize, write_json
 from .episode_monitor import EpisodeMonitor
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="async", choices=["synchronous", "temporal_ensemble", "async"])
     parser.add_argument("--output", type=Path, help="output folder (default outputs/<verb>-<time>)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many wall s")
+    add_param_argument(parser)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +58,9 @@ class _Session:
         self.embodiment = load_embodiment(args.embodiment)
         config = GraphConfig(
             embodiment=args.embodiment, model=args.model, device=args.device, sim=True,
-            strategy=args.strategy, extra={"sim_bridge": {"task": args.task}},
+            strategy=args.strategy, extra=parse_node_params(args.param),
         )
+        config.extra.setdefault("sim_bridge", {})["task"] = args.task
         self.graph = Graph(config, log_dir=out / "logs")
         self.deadline = time.monotonic() + args.timeout
 

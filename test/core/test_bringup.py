@@ -1,0 +1,40 @@
+"""GraphConfig: the one place that decides what each node process gets (bringup and launch)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen_vla_ros.bringup import GraphConfig, parse_node_params
+
+
+def test_unset_fields_are_left_to_the_params_file_and_node_defaults(tmp_path):
+    params_file = tmp_path / "rig.yaml"
+    params_file.write_text("/**:\n  ros__parameters: {}\n")
+    config = GraphConfig(embodiment="aloha", params_file=str(params_file))
+    args = config.ros_args("inference_node")
+    assert args[:3] == ["--ros-args", "--params-file", str(params_file)]
+    assert "model:=" not in " ".join(args) and "device:=" not in " ".join(args)
+    assert "embodiment:=aloha" in args and "use_sim_time:=false" in args
+
+
+def test_sim_graph_runs_on_sim_time_except_the_sim_which_is_the_clock():
+    config = GraphConfig(embodiment="aloha_sim", sim=True, model="tiny", strategy="synchronous",
+                         namespace="/rig2/")
+    assert config.nodes() == ["sim_bridge", "inference_node", "chunk_publisher"]
+    assert config.parameters("sim_bridge")["use_sim_time"] is False
+    assert config.parameters("chunk_publisher") == {
+        "embodiment": "aloha_sim", "use_sim_time": True, "strategy": "synchronous"
+    }
+    assert config.parameters("inference_node")["model"] == "tiny"
+    assert config.ros_args("chunk_publisher")[-2:] == ["-r", "__ns:=/rig2"]
+
+
+def test_node_params_from_the_command_line_are_typed_and_checked():
+    extra = parse_node_params(["inference_node.rtc_prefix=false", "sim_bridge.camera_rate_hz=5"])
+    assert extra == {"inference_node": {"rtc_prefix": False}, "sim_bridge": {"camera_rate_hz": 5}}
+    config = GraphConfig(embodiment="aloha_sim", extra=extra)
+    assert "rtc_prefix:=false" in config.ros_args("inference_node")
+    with pytest.raises(SystemExit, match="NODE.NAME=VALUE"):
+        parse_node_params(["rtc_prefix=false"])
+    with pytest.raises(SystemExit, match="NODE.NAME=VALUE"):
+        parse_node_params(["planner.speed=1"])
