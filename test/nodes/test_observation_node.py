@@ -105,3 +105,36 @@ def test_nan_joint_state_is_dropped(graph):
     assert wait_for(dropped)
     with pytest.raises(ObservationNotReady, match="left_arm"):
         observation.assembler.state_vector()
+
+
+def test_compressed_camera_is_decoded(ros_context, spinner):
+    from pathlib import Path
+
+    from sensor_msgs.msg import CompressedImage
+
+    from qwen_vla_ros.data.images import rgb_to_compressed
+
+    yaml_path = str(Path(__file__).with_name("aloha_compressed_cameras.yaml"))
+    observation = ObservationNode(context=ros_context, parameter_overrides=[Parameter("embodiment", value=yaml_path)])
+    feeder = Node("jpeg_feeder", context=ros_context)
+    spinner.add(observation, feeder)
+    spinner.start()
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[:, :, 2] = 180  # blue survives JPEG and the BGR/RGB round trip only if handled right
+    fmt, data = rgb_to_compressed(rgb, "jpeg")
+    pub = feeder.create_publisher(CompressedImage, observation.embodiment.cameras[0].topic, SENSOR)
+
+    def received() -> bool:
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp = feeder.get_clock().now().to_msg()
+        pub.publish(msg)
+        return "cam_high" in observation.assembler._images
+
+    try:
+        assert wait_for(received)
+        image = observation.assembler._images["cam_high"].value
+        assert image.shape == (224, 224, 3)
+        assert image[..., 2].mean() == pytest.approx(180, abs=3) and image[..., 0].mean() < 5
+    finally:
+        observation.destroy_node()
+        feeder.destroy_node()
