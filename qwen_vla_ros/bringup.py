@@ -72,13 +72,20 @@ class GraphConfig:
         return args
 
 
-def child_environment() -> dict[str, str]:
-    """The environment for node processes: ament can find this package in the venv."""
-    env = dict(os.environ)
+def ament_prefix_path(current: str) -> str:
+    """AMENT_PREFIX_PATH with this venv in front where the package is installed into it, so
+    ament_index, `ros2 run` and launch find it without sourcing anything."""
     marker = Path(sys.prefix) / "share/ament_index/resource_index/packages/qwen_vla_ros"
-    paths = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    paths = [p for p in current.split(os.pathsep) if p]
     if marker.exists() and sys.prefix not in paths:
-        env["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *paths])
+        paths.insert(0, sys.prefix)
+    return os.pathsep.join(paths)
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for node processes (ament finds this package; output is unbuffered)."""
+    env = dict(os.environ)
+    env["AMENT_PREFIX_PATH"] = ament_prefix_path(env.get("AMENT_PREFIX_PATH", ""))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

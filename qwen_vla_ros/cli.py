@@ -73,17 +73,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _ensure_ament_prefix() -> None:
-    """Let ament_index (and child node processes) find this package in a venv install."""
-    marker = os.path.join(sys.prefix, "share/ament_index/resource_index/packages/qwen_vla_ros")
-    paths = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    if os.path.exists(marker) and sys.prefix not in paths:
-        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *paths])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _ensure_ament_prefix()
+    # bringup only builds process lists: importing it is cheap (no rclpy, no torch)
+    from .bringup import ament_prefix_path
+
+    os.environ["AMENT_PREFIX_PATH"] = ament_prefix_path(os.environ.get("AMENT_PREFIX_PATH", ""))
     selected = next((a for a in argv if a in VERBS), None)
     args = build_parser(selected).parse_args(argv)
     try:

@@ -67,6 +67,7 @@ class ObservationAssembler:
         self._joint_states: dict[str, _Stamped] = {}
         self._instruction = ""
         self._joint_index = self._build_state_index()
+        self._cameras = {c.name: c for c in embodiment.cameras}
         # callbacks write from the executor thread while the inference worker reads
         self._lock = threading.RLock()
 
@@ -92,7 +93,7 @@ class ObservationAssembler:
 
     def add_image(self, camera: str, rgb: np.ndarray, stamp: float, received: float) -> None:
         """An RGB uint8 (h, w, 3) frame; resized here to the model's image size."""
-        spec = next((c for c in self.embodiment.cameras if c.name == camera), None)
+        spec = self._cameras.get(camera)
         if spec is None:
             raise KeyError(f"camera '{camera}' is not in embodiment {self.embodiment.name}")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -182,7 +183,7 @@ class ObservationAssembler:
         images = {
             name: frame.value
             for name, frame in self._images.items()
-            if now - frame.received <= self.embodiment.cameras[self.embodiment.camera_names.index(name)].max_age_s
+            if now - frame.received <= self._cameras[name].max_age_s
         }
         return Observation(
             images=images,

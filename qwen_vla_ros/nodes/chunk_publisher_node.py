@@ -20,7 +20,6 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -30,10 +29,10 @@ from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.commands import CommandPublishers
 from ..ros.messages import (
     MessageConversionError,
-    joint_state_values,
     msg_to_chunk,
     odometry_pose,
-    odometry_values,
+    state_message_class,
+    state_values,
 )
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from .common import declare_embodiment, run_nodes
@@ -61,10 +60,8 @@ class ChunkPublisherNode(Node):
         self.create_subscription(JointTrajectory, p["chunk_topic"], self._on_chunk, COMMAND)
         self.create_subscription(Bool, p["estop_topic"], self._on_estop, LATCHED)
         for src in self.embodiment.state_sources:
-            msg_type = Odometry if src.type.endswith("Odometry") else JointState
-            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), SENSOR)
+            self.create_subscription(state_message_class(src), src.topic, self._state_callback(src.name), SENSOR)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.ticks = 0
         self.create_timer(self.embodiment.dt, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -81,11 +78,9 @@ class ChunkPublisherNode(Node):
         def callback(msg) -> None:
             try:
                 if isinstance(msg, Odometry):
-                    values = odometry_values(msg)
                     self.base_pose = odometry_pose(msg)  # waypoint tracking follows odometry
-                else:
-                    values = joint_state_values(msg)
-                self.state.add_joint_values(source, values, self.now_s(), self.now_s())
+                now = self.now_s()
+                self.state.add_joint_values(source, state_values(msg), now, now)
             except (MessageConversionError, ValueError) as exc:
                 self.get_logger().warning(f"state from '{source}' dropped: {exc}", throttle_duration_sec=2.0)
 
@@ -112,7 +107,6 @@ class ChunkPublisherNode(Node):
     def _tick(self) -> None:
         result = self.loop.tick(self.now_s(), self._measured_state(), self.estop, self.base_pose)
         self.outputs.publish(result.commands, self.get_clock().now().to_msg())
-        self.ticks += 1
 
     def _publish_diagnostics(self) -> None:
         stats = self.loop.statistics()

@@ -11,7 +11,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from ..embodiment import Embodiment, EmbodimentError, load_embodiment
+from ..embodiment import Embodiment, load_embodiment
 
 
 def declare_embodiment(node: Node, default: str = "aloha") -> Embodiment:
@@ -22,6 +22,12 @@ def declare_embodiment(node: Node, default: str = "aloha") -> Embodiment:
 
 def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """The package's own errors name a bad file, checkpoint, statistic or parameter: a user
+    fixes them from one line. (Matched by module so the chunk publisher never imports torch.)"""
+    return type(exc).__module__.startswith("qwen_vla_ros.")
 
 
 def _program() -> str:
@@ -46,8 +52,9 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None) ->
             executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # short timeout: signals are handled promptly
-    except (EmbodimentError, LookupError, ValueError) as exc:
-        # a bad embodiment file, checkpoint, statistics or parameter: one clear line, no traceback
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise  # a bug: keep its traceback
         print(f"[{_program()}] cannot start: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -22,7 +21,7 @@ from ..embodiment import Embodiment
 from ..evaluation import EpisodeRecord
 from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.commands import COMMAND_READERS
-from ..ros.messages import joint_state_values, odometry_values
+from ..ros.messages import state_message_class, state_values
 from ..ros.qos import LATCHED, RECORD_RELIABLE, RECORD_SENSOR, SENSOR
 
 
@@ -57,8 +56,7 @@ class EpisodeMonitor(Node):
                 msg_type, read = COMMAND_READERS[out.type]
                 self.create_subscription(msg_type, out.topic, self._command_callback(out, read), RECORD_RELIABLE)
         for src in self.embodiment.state_sources:
-            msg_type = Odometry if src.type.endswith("Odometry") else JointState
-            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), RECORD_SENSOR)
+            self.create_subscription(state_message_class(src), src.topic, self._state_callback(src.name), RECORD_SENSOR)
         for cam in self.embodiment.cameras:
             self.create_subscription(Image, cam.topic, self._image_callback(cam.name), SENSOR)
         self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, RECORD_RELIABLE)
@@ -116,9 +114,8 @@ class EpisodeMonitor(Node):
 
     def _state_callback(self, source: str):
         def callback(msg) -> None:
-            values = odometry_values(msg) if isinstance(msg, Odometry) else joint_state_values(msg)
             now = self.now_s()
-            self.state.add_joint_values(source, values, now, now)
+            self.state.add_joint_values(source, state_values(msg), now, now)
             if self._recording and source == self.embodiment.state_sources[0].name:
                 try:
                     self.record.states.append(self.state.state_vector())

@@ -19,15 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..data.images import ImageConversionError, compressed_to_rgb, image_to_rgb
 from ..embodiment import Embodiment
 from ..observation import InstructionError, ObservationAssembler, ObservationNotReady
-from ..ros.messages import MessageConversionError, joint_state_values, odometry_values, to_seconds
+from ..ros.messages import MessageConversionError, state_message_class, state_values, to_seconds
 from ..ros.qos import LATCHED, SENSOR
 from .common import declare_embodiment, run_nodes
 
@@ -56,8 +55,7 @@ class ObservationNode(Node):
             msg_type = CompressedImage if cam.compressed else Image
             self.create_subscription(msg_type, cam.topic, self._image_callback(cam.name), SENSOR)
         for src in self.embodiment.state_sources:
-            msg_type = Odometry if src.type.endswith("Odometry") else JointState
-            self.create_subscription(msg_type, src.topic, self._state_callback(src.name), SENSOR)
+            self.create_subscription(state_message_class(src), src.topic, self._state_callback(src.name), SENSOR)
         topic = self.get_parameter("instruction_topic").value
         self.create_subscription(String, topic, self._instruction_callback, LATCHED)
 
@@ -87,9 +85,8 @@ class ObservationNode(Node):
     def _state_callback(self, source: str):
         def callback(msg) -> None:
             try:
-                values = odometry_values(msg) if isinstance(msg, Odometry) else joint_state_values(msg)
                 stamp = to_seconds(msg.header.stamp)
-                self.assembler.add_joint_values(source, values, stamp or self.now_s(), self.now_s())
+                self.assembler.add_joint_values(source, state_values(msg), stamp or self.now_s(), self.now_s())
             except (MessageConversionError, ValueError) as exc:
                 self._reject(f"state from '{source}'", exc)
 

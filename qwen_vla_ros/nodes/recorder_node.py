@@ -18,17 +18,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..data.mcap_io import McapEpisodeWriter
 from ..data.msg_definitions import message_definition
-from ..ros.messages import message_class
+from ..ros.messages import message_class, state_message_class
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from .common import declare_embodiment, run_nodes
 
@@ -41,8 +40,7 @@ def recorded_topics(node: Node) -> list[tuple[str, type, str, object]]:
         cls, name = (CompressedImage, "sensor_msgs/msg/CompressedImage") if cam.compressed else (Image, "sensor_msgs/msg/Image")
         topics.append((cam.topic, cls, name, SENSOR))
     for src in emb.state_sources:
-        cls = Odometry if src.type.endswith("Odometry") else JointState
-        topics.append((src.topic, cls, src.type, SENSOR))
+        topics.append((src.topic, state_message_class(src), src.type, SENSOR))
     for out in emb.outputs:
         topics.append((out.topic, message_class(out.type), out.type, COMMAND))
     if node.get_parameter("record_chunks").value:

@@ -33,6 +33,7 @@ from std_srvs.srv import Trigger
 
 from ..data.images import rgb_to_image_fields
 from ..ros.commands import COMMAND_READERS
+from ..ros.messages import state_message_class
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from ..sim.rig import SimRig
 from .common import declare_embodiment, run_nodes
@@ -70,7 +71,7 @@ class SimBridgeNode(Node):
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.state_pubs = {
-            s.name: self.create_publisher(Odometry if s.type.endswith("Odometry") else JointState, s.topic, SENSOR)
+            s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR)
             for s in self.embodiment.state_sources
         }
         self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}

@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..control.chunk_points import ChunkFormatError, chunk_from_points, points_from_chunk
+from ..embodiment import StateSource
 from ..types import ActionChunk
 
 
@@ -97,6 +100,16 @@ def odometry_values(msg: Any) -> dict[str, float]:
     """nav_msgs/Odometry -> measured base velocity {linear_x m/s, angular_z rad/s}."""
     twist = msg.twist.twist
     return {"linear_x": float(twist.linear.x), "angular_z": float(twist.angular.z)}
+
+
+def state_message_class(source: StateSource) -> type:
+    """The message class of an embodiment state source (JointState or Odometry)."""
+    return Odometry if source.type.endswith("Odometry") else JointState
+
+
+def state_values(msg: Any) -> dict[str, float]:
+    """Named readings of a state message: JointState positions, or odometry linear_x/angular_z."""
+    return odometry_values(msg) if isinstance(msg, Odometry) else joint_state_values(msg)
 
 
 def odometry_pose(msg: Any) -> np.ndarray:

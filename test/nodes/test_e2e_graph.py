@@ -4,7 +4,6 @@ publisher) over DDS on loopback, watched by the episode monitor."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -22,18 +21,6 @@ from qwen_vla_ros.nodes.episode_monitor import EpisodeMonitor
 from qwen_vla_ros.ros.qos import COMMAND, SENSOR
 
 pytestmark = [pytest.mark.ros, pytest.mark.e2e]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def model_cache(tmp_path_factory):
-    """The nodes build the tiny untrained policy into a fresh cache, as on a new machine."""
-    old = os.environ.get("QWEN_VLA_CACHE")
-    os.environ["QWEN_VLA_CACHE"] = str(tmp_path_factory.mktemp("qwen_vla_cache"))
-    yield
-    if old is None:
-        os.environ.pop("QWEN_VLA_CACHE")
-    else:
-        os.environ["QWEN_VLA_CACHE"] = old
 
 
 def _sim_seconds(node) -> float:

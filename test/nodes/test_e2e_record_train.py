@@ -54,7 +54,6 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
 
 def test_record_convert_train_every_stage_resume_and_deploy(ros_context, spinner, tmp_path):
     emb = load_embodiment("aloha_sim")
-    os.environ.setdefault("QWEN_VLA_CACHE", str(tmp_path / "cache"))
     with Graph(GraphConfig(embodiment="aloha_sim", sim=True, model="tiny"), log_dir=tmp_path / "logs"):
         recording = _record_episode(ros_context, spinner, tmp_path / "recordings", emb)
 

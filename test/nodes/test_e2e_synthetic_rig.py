@@ -62,8 +62,7 @@ class SyntheticRig(Node):
         )
 
 
-def test_tiny_model_drives_interbotix_and_ros2_control_topics_within_limits(ros_context, spinner, tmp_path, monkeypatch):
-    monkeypatch.setenv("QWEN_VLA_CACHE", str(tmp_path / "cache"))
+def test_tiny_model_drives_interbotix_and_ros2_control_topics_within_limits(ros_context, spinner, tmp_path):
     emb = load_embodiment(EMBODIMENT)
     with Graph(GraphConfig(embodiment=EMBODIMENT, model="tiny"), log_dir=tmp_path / "logs") as graph:
         rig = SyntheticRig(ros_context, emb)

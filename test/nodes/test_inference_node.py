@@ -57,8 +57,7 @@ class Feeder(Node):
 
 
 @pytest.fixture()
-def graph(ros_context, spinner, tmp_path, monkeypatch):
-    monkeypatch.setenv("QWEN_VLA_CACHE", str(tmp_path / "cache"))
+def graph(ros_context, spinner):
     params = [Parameter("embodiment", value="aloha_sim")]
     observation = ObservationNode(context=ros_context, parameter_overrides=params)
     inference = InferenceNode(observation, context=ros_context, parameter_overrides=params)

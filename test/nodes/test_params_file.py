@@ -24,7 +24,6 @@ def _declared(node) -> dict:
 
 
 def test_defaults_file_matches_every_node(ros_context, tmp_path, monkeypatch):
-    monkeypatch.setenv("QWEN_VLA_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # the recorder creates its output folder
     embodiment = [Parameter("embodiment", value="aloha_sim")]
     observation = ObservationNode(context=ros_context, parameter_overrides=embodiment)

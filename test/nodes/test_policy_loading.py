@@ -15,8 +15,7 @@ MINIMAL = Path(__file__).resolve().parents[1] / "embodiment" / "minimal.yaml"
 PARAMS = {"device": "cpu", "dtype": "float32"}
 
 
-def test_tiny_policy_gets_placeholder_stats_for_a_users_own_embodiment(tmp_path, monkeypatch):
-    monkeypatch.setenv("QWEN_VLA_CACHE", str(tmp_path))
+def test_tiny_policy_gets_placeholder_stats_for_a_users_own_embodiment():
     emb = load_embodiment(MINIMAL)  # not shipped: the cached tiny policy has no stats for it
     policy = load_policy({**PARAMS, "model": "tiny"}, emb, logging.getLogger("test"))
     assert policy.norm_stats[emb.name].source == "home"
