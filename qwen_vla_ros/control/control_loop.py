@@ -181,6 +181,7 @@ class ControlLoop:
         self._last_tick: float | None = None
         self._shutdown = False
         self._stopped = False
+        self._estop = False  # as of the last tick: chunks arriving meanwhile are refused
         self.last_result: TickResult | None = None
 
     @property
@@ -200,6 +201,8 @@ class ControlLoop:
         """
         if self._shutdown:
             problems = ["the control loop is shut down"]
+        elif self._estop:
+            problems = ["e-stop engaged: chunk dropped"]
         else:
             current = np.where(np.isfinite(self._last_command), self._last_command, self._measured)
             problems = self.limiter.check_chunk(chunk, current, now)
@@ -240,7 +243,7 @@ class ControlLoop:
 
     def stop(self) -> None:
         """Drop every chunk and hold (hard) until the next accepted chunk."""
-        self.scheduler.clear()
+        self.scheduler.clear(self._last_tick)
         self._stopped = True
 
     def _decide(
@@ -255,8 +258,9 @@ class ControlLoop:
         self.base.update_pose(now, base_pose)
         if self._shutdown:
             return self._hold(dt, "shutdown", "shut down: holding")
+        self._estop = estop
         if estop:
-            self.scheduler.clear()
+            self.scheduler.clear(now)
             return self._hold(dt, "estop", "e-stop: holding, chunks dropped")
         if self._stopped:
             return self._hold(dt, "stopped", "stopped: holding until the next chunk")
@@ -280,7 +284,7 @@ class ControlLoop:
             safe, report = self.limiter.filter(action, previous, dt)
             twists, report = self.base.run(now, dt, self.scheduler.active(now), report)
         except UnsafeCommandError as exc:
-            self.scheduler.clear()
+            self.scheduler.clear(now)
             self.stats.faults += 1
             return self._hold(dt, "fault", f"{exc}: holding, chunks dropped")
         commands = self.mapper.map(safe, twists)

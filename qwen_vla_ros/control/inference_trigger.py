@@ -14,8 +14,10 @@ now?" per strategy:
 All strategies request when there is no chunk yet or the last one ran out, and never while an
 inference is in flight (one request at a time).
 
-Also here: the inference delay in steps and the soft guidance mask of real-time chunking (Black
-et al. 2025), for a future RTC decoder that inpaints ``ChunkScheduler.frozen_prefix``.
+Also here: the inference delay in steps (``TriggerDecision.delay_steps``: how many actions the
+inference node freezes into the next chunk, real-time chunking by inpainting) and the soft
+guidance mask of guided real-time chunking (Black et al. 2025), a seam for a future guided
+decoder (only its tests use ``rtc_soft_mask`` today).
 """
 
 from __future__ import annotations

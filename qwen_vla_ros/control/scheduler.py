@@ -25,8 +25,10 @@ Strategies (``strategy`` parameter)
                        would have played, new weight ``(k+1)/(blend_steps+1)`` at step ``k`` after
                        take-over (``blend_steps = 0``: newest only, no blending).
 
-Real-time chunking seam: ``frozen_prefix(now, d)`` returns the next ``d`` scheduled actions, the
-ones the robot executes anyway while the next inference runs; an RTC decoder inpaints them.
+Real-time chunking: the inference node inpaints the actions of its own last chunk that run
+during inference (``nodes/inference_node._frozen_prefix``, ``model/flow.euler_sample``).
+``frozen_prefix(now, d)`` gives the same from the *blended* schedule: the seam for a guided RTC
+variant that would run beside this scheduler (not used by the nodes today).
 """
 
 from __future__ import annotations
@@ -212,8 +214,11 @@ class ChunkScheduler:
         last_end = max(e.end for e in dropped if e.has_ended(now, self.eps))
         self._last_end = last_end if self._last_end is None else max(self._last_end, last_end)
 
-    def clear(self) -> None:
-        """Drop every chunk (e-stop, fault); remembers when the last chunk ran out."""
+    def clear(self, now: float | None = None) -> None:
+        """Drop every chunk (e-stop, fault, stop); chunks still playing count as run out at
+        ``now`` (s), so holds after it report the right cause."""
+        if self._entries and now is not None:
+            self._last_end = now if self._last_end is None else max(self._last_end, now)
         self._entries.clear()
 
     def reset(self) -> None:

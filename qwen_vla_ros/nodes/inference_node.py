@@ -25,7 +25,8 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..control.inference_trigger import InferenceTrigger, chunk_play_end, inference_delay_steps
+from ..control.inference_trigger import InferenceTrigger, TriggerDecision, chunk_play_end
+from ..control.scheduler import step_index
 from ..embodiment import Embodiment
 from ..observation import ObservationNotReady
 from ..ros.messages import chunk_to_msg, to_time
@@ -135,7 +136,8 @@ class InferenceNode(Node):
         torch.set_num_threads(int(self.p["torch_threads"]))
         while not self._closing.is_set():
             now = self.now_s()
-            if not self._active or not self._due(now):
+            decision = self._decide(now) if self._active else None
+            if decision is None or not decision.request:
                 self._wake.wait(timeout=self.embodiment.dt)
                 self._wake.clear()
                 continue
@@ -145,35 +147,33 @@ class InferenceNode(Node):
                 self.get_logger().warning(f"waiting: {exc}", throttle_duration_sec=2.0)
                 self._wake.wait(timeout=0.05)
                 continue
-            self._infer(observation, now)
+            self._infer(observation, now, decision.delay_steps)
 
-    def _due(self, now: float) -> bool:
+    def _decide(self, now: float) -> TriggerDecision:
         last = self._last_chunk
         latency = float(np.median(self._latencies)) if self._latencies else 0.0
-        decision = self.trigger.decide(
+        return self.trigger.decide(
             now,
             last_start=last.start_time if last else None,
             last_end=chunk_play_end(last.start_time, last.horizon, last.dt) if last else None,
             latency_s=latency,
         )
-        return decision.request
 
-    def _frozen_prefix(self, now: float) -> tuple[np.ndarray | None, float]:
+    def _frozen_prefix(self, now: float, delay_steps: int) -> tuple[np.ndarray | None, float]:
         """(actions of the last chunk that run during this inference, start time on its grid)."""
         last = self._last_chunk
         if not self.p["rtc_prefix"] or self.p["strategy"] != "async" or last is None:
             return None, now
-        step = int(np.floor((now - last.start_time) / last.dt + 1e-6))
-        latency = float(np.median(self._latencies)) if self._latencies else 0.0
+        step = step_index(now, last.start_time, last.dt)
         # +1: the new chunk lands part-way through a control period
-        frozen = min(inference_delay_steps(latency, last.dt) + 1, self.embodiment.chunk_horizon - 1)
+        frozen = min(delay_steps + 1, self.embodiment.chunk_horizon - 1)
         if step < 0 or step + frozen > last.horizon:
             return None, now
         return last.actions[step : step + frozen], last.start_time + step * last.dt
 
-    def _infer(self, observation, observed_at: float) -> None:
+    def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
         task, started = self._task, time.perf_counter()
-        prefix, start_time = self._frozen_prefix(observed_at)
+        prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
         try:
             chunk = self.policy.predict_chunk(
                 observation,

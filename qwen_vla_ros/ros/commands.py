@@ -19,13 +19,14 @@ from .messages import fill_fields, message_class, to_duration
 from .qos import COMMAND
 
 
-def command_to_msg(command: Any, stamp: Any, dt: float) -> Any:
-    """One OutputCommand -> its message. ``dt`` (s) is the time to reach a trajectory point."""
+def command_to_msg(command: Any, stamp: Any) -> Any:
+    """One OutputCommand -> its message (a trajectory point is reached in
+    ``command.time_from_start_s``, one control period)."""
     values = [float(v) for v in command.values]
     if command.msg_type == "trajectory_msgs/msg/JointTrajectory":
         msg = JointTrajectory(joint_names=list(command.joint_names))
         # stamp zero = "start now" for joint_trajectory_controller; reach the point in one period
-        msg.points = [JointTrajectoryPoint(positions=values, time_from_start=to_duration(dt))]
+        msg.points = [JointTrajectoryPoint(positions=values, time_from_start=to_duration(command.time_from_start_s))]
         return msg
     if command.msg_type == "std_msgs/msg/Float64MultiArray":
         return Float64MultiArray(data=values)
@@ -57,7 +58,6 @@ class CommandPublishers:
     """One publisher per embodiment output; message classes resolved once, at start-up."""
 
     def __init__(self, node, embodiment: Embodiment):
-        self.dt = embodiment.dt
         self.publishers = {
             out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND)
             for out in embodiment.outputs
@@ -65,4 +65,4 @@ class CommandPublishers:
 
     def publish(self, commands: list, stamp: Any) -> None:
         for command in commands:
-            self.publishers[command.topic].publish(command_to_msg(command, stamp, self.dt))
+            self.publishers[command.topic].publish(command_to_msg(command, stamp))
