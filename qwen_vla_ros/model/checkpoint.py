@@ -63,22 +63,24 @@ def check_safetensors_file(path: Path) -> None:
         raise CheckpointError(f"{path}: missing")
     size = path.stat().st_size
     with path.open("rb") as handle:
-        head = handle.read(8)
-        if head.startswith(_PICKLE_MAGIC):
+        head = handle.read(9)
+        # a safetensors header is JSON right after its 8-byte length; only without that can the
+        # first bytes be a pickle's (a length such as 0x0280 starts with the same bytes)
+        if head[8:9] != b"{" and head.startswith(_PICKLE_MAGIC):
             raise CheckpointError(
                 f"{path}: this is a pickle (torch.save) file, not safetensors; pickles can run "
                 "arbitrary code and are not loaded. Convert it with torch.load(..., "
                 "weights_only=True) and safetensors.torch.save_file"
             )
-        if len(head) < 8:
+        if len(head) < 9:
             raise CheckpointError(f"{path}: truncated ({size} bytes), not a safetensors file")
-        header_size = struct.unpack("<Q", head)[0]
+        header_size = struct.unpack("<Q", head[:8])[0]
         if header_size > size - 8:
             raise CheckpointError(
                 f"{path}: truncated or not safetensors (header claims {header_size} bytes)"
             )
         try:
-            header = json.loads(handle.read(header_size))
+            header = json.loads(head[8:] + handle.read(header_size - 1))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from error
     try:

@@ -203,3 +203,18 @@ def _batch(emb, size=2, horizon=5):
 def test_bad_training_batch(change, message, policy, aloha):
     with pytest.raises(ModelInputError, match=message):
         policy.compute_loss({**_batch(aloha), **change})
+
+
+def test_safetensors_whose_header_length_looks_like_pickle_magic_is_accepted(tmp_path):
+    """A 640-byte header starts the file with 0x80 0x02, a pickle protocol-2 opcode pair."""
+    from safetensors.torch import load_file
+
+    from qwen_vla_ros.model.checkpoint import check_safetensors_file
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header = header.ljust(640, b" ")
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + np.zeros(2, np.float32).tobytes())
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    check_safetensors_file(path)
+    assert load_file(path)["w"].tolist() == [0.0, 0.0]
