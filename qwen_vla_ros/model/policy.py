@@ -9,6 +9,7 @@ map the result back (un-normalise -> ``embodiment.actions_to_rig``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -180,9 +181,7 @@ class QwenVLAPolicy(nn.Module):
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze the backbone (decoder-only training) or let gradients reach it."""
-        self.config = PolicyConfig(
-            self.config.decoder, self.config.num_inference_steps, self.config.feature_layers, frozen
-        )
+        self.config = dataclasses.replace(self.config, freeze_backbone=frozen)
         self.backbone.set_frozen(frozen)
 
     def train(self, mode: bool = True) -> QwenVLAPolicy:

@@ -170,6 +170,8 @@ class StageConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     tiny_family: Literal["qwen3_5", "qwen3_vl", "qwen2_5_vl"] = "qwen3_5"
+    # decoder preset (tiny | small | paper) when --init is a bare Qwen backbone, not a policy
+    decoder_preset: str = "small"
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     ema: EmaConfig = EmaConfig()

@@ -252,7 +252,7 @@ class RolloutSource:
                 return
             self._collect_round(step)
         raise TrainingError(
-            f"{MAX_EMPTY_ROUNDS} rounds of rollouts without one episode that has a positive "
+            f"{MAX_EMPTY_ROUNDS} further rounds of rollouts without one episode that has a positive "
             f"weight (method {self.config.method}, success_threshold {self.config.success_threshold}); "
             "use method reward_weighted, a lower threshold, or a better initial policy"
         )

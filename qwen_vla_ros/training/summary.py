@@ -67,6 +67,3 @@ class TrainSummary:
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1, allow_nan=True))
 
-    @classmethod
-    def read(cls, path: Path) -> TrainSummary:
-        return cls(**json.loads(Path(path).read_text()))

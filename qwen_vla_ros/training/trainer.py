@@ -16,7 +16,6 @@ resumed run are those the uninterrupted run would have used.
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -49,12 +48,17 @@ def step_seed(*parts: int) -> int:
 
 
 def load_initial_policy(init: str, config: StageConfig) -> QwenVLAPolicy:
-    """``tiny`` builds a random tiny policy offline; anything else is a checkpoint folder."""
+    """``tiny`` builds a random tiny policy offline; a policy folder (``policy_config.json``)
+    or hub id loads it; a bare Qwen VL model folder (``config.json``, e.g. Qwen3.5-4B) gets a
+    fresh decoder of ``config.decoder_preset`` (the usual start of T2A)."""
     if init == "tiny":
         from ..model.tiny import tiny_backbone
 
         backbone = tiny_backbone(config.tiny_family, seed=config.seed)
         return QwenVLAPolicy.from_backbone(backbone, "tiny", seed=config.seed)
+    folder = Path(init)
+    if folder.is_dir() and not (folder / "policy_config.json").is_file() and (folder / "config.json").is_file():
+        return QwenVLAPolicy.from_backbone(str(folder), config.decoder_preset, seed=config.seed)
     return QwenVLAPolicy.from_pretrained(init)
 
 
@@ -68,7 +72,7 @@ def make_accelerator(config: StageConfig, cpu: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.accelerator.is_available()
+    cpu = cpu or not torch.accelerator.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.freeze != "all")]
     return Accelerator(cpu=cpu, kwargs_handlers=handlers)
 
@@ -188,7 +192,8 @@ class Trainer:
             with nullcontext() if last else self.accelerator.no_sync(self.model):
                 out = self.model(next(batches), generator=generator, step=step)
                 self.accelerator.backward(out["loss"] / config.grad_accum_steps)
-            progress.losses.append(float(out["loss"].detach()))
+            # the action loss, comparable with the validation loss (an image-text hook adds to "loss")
+            progress.losses.append(float(out["action_loss"].detach()))
         if config.clip_grad_norm is not None:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
             progress.grad_norm = float(norm)

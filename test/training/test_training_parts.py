@@ -72,3 +72,14 @@ def test_parameter_groups_scale_the_backbone_rate(policy):
     assert all(g["weight_decay"] == 0.0 for g in groups if g["params"][0].ndim < 2)
     total = sum(p.numel() for g in groups for p in g["params"])
     assert total == _trainable(policy)
+
+
+def test_init_from_a_bare_backbone_folder_adds_a_fresh_decoder(tmp_path):
+    """--init with a Qwen VL model folder (no policy_config.json), as T2A starts from Qwen3.5-4B."""
+    from qwen_vla_ros.model.tiny import build_tiny_backbone
+
+    folder = build_tiny_backbone("qwen3_vl", tmp_path / "backbone")
+    assert not (folder / "policy_config.json").exists()
+    config = load_stage_config("t2a", {"decoder_preset": "tiny"})
+    policy = load_initial_policy(str(folder), config)
+    assert policy.config.decoder.hidden_size == load_initial_policy("tiny", config).config.decoder.hidden_size
