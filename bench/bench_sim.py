@@ -19,7 +19,14 @@ import time
 import numpy as np
 
 from qwen_vla_ros.embodiment import load_embodiment
-from qwen_vla_ros.sim import GL_BACKEND, AlohaSim, KinematicBase, MobileBaseSim, SimCamera
+from qwen_vla_ros.sim import (
+    GL_BACKEND,
+    START_ARM_POSE,
+    AlohaSim,
+    KinematicBase,
+    MobileBaseSim,
+    SimCamera,
+)
 
 CONTROL_DT_S = 0.02  # 50 Hz, the ALOHA control period
 RENDER_SIZES = ((224, 224), (240, 320), (480, 640))
@@ -34,7 +41,7 @@ def drive_arms(sim: AlohaSim, step: int) -> None:
     """A smooth motion around the start pose, so physics has work to do."""
     phase = 2 * np.pi * step * CONTROL_DT_S / 3.0  # one cycle per 3 s
     offsets = 0.3 * np.sin(phase + np.arange(6))
-    start = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
+    start = np.array(START_ARM_POSE)
     sim.set_arm_targets("left", start + offsets)
     sim.set_arm_targets("right", start - offsets)
     opening = 0.5 + 0.5 * np.sin(phase)

@@ -129,11 +129,9 @@ def output_samples(
 
 def _to_normalised(embodiment: Embodiment, group: ActionGroup, values: np.ndarray) -> np.ndarray:
     """Joint commands back to action units: the gripper command (rad) to its 0..1 opening."""
-    if group.kind != "gripper" or group.gripper is None:
+    if group.kind != "gripper":
         return values
-    closed = embodiment.gripper_normalised_to_command(group, 0.0)
-    opened = embodiment.gripper_normalised_to_command(group, 1.0)
-    return (values - closed) / (opened - closed)
+    return embodiment.gripper_command_to_normalised(group, values)
 
 
 def command_actions(

@@ -26,7 +26,7 @@ from .errors import DatasetError
 from .layout import image_key
 from .lerobot_v3 import EpisodeData, LeRobotV3Writer
 from .mcap_io import list_topics, read_episode_marks, read_recording
-from .video import choose_codec
+from .video import VideoError, choose_codec
 
 #: How far before an episode's start messages are read, ns: the commands and states held
 #: at its first tick may have been sent earlier.
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             use_stamps=args.use_stamps,
         )
-    except (DatasetError, FileExistsError) as exc:
+    except (DatasetError, VideoError, FileExistsError) as exc:  # a bad codec or odd image size too
         print(f"conversion failed: {exc}", file=sys.stderr)
         return 1
     print(report)

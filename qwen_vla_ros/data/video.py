@@ -141,10 +141,6 @@ class VideoFileWriter:
             except Exception:  # noqa: BLE001 - the file is deleted anyway
                 self._container = None
 
-    @property
-    def stored_codec_name(self) -> str:
-        return CODECS[self.codec][0]
-
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as (height, width, 3) uint8 RGB.

@@ -192,11 +192,11 @@ class Embodiment:
             return float(value)
         return value * (cal.command_open - cal.command_closed) + cal.command_closed
 
-    def gripper_command_to_normalised(self, group: ActionGroup, command: float) -> float:
-        """Gripper joint command (rad) back to the normalised opening (for monitoring)."""
+    def gripper_command_to_normalised(self, group: ActionGroup, command):
+        """Gripper joint command (rad; a float or an array) back to the normalised opening."""
         cal = group.gripper
         if cal is None:
-            return float(command)
+            return command
         return (command - cal.command_closed) / (cal.command_open - cal.command_closed)
 
     def summary(self) -> str:

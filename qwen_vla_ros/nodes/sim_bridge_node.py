@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -151,8 +150,7 @@ class SimBridgeNode(Node):
         msg = Odometry()
         msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
         msg.pose.pose.position.x, msg.pose.pose.position.y = odom["x"], odom["y"]
-        msg.pose.pose.orientation.z = float(np.sin(odom["yaw"] / 2))
-        msg.pose.pose.orientation.w = float(np.cos(odom["yaw"] / 2))
+        msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = odom["qz"], odom["qw"]
         msg.twist.twist.linear.x, msg.twist.twist.angular.z = odom["linear_x"], odom["angular_z"]
         return msg
 

@@ -85,10 +85,6 @@ class GripperConversion:
         opening = self.sim_finger_to_opening(sim_finger_m)
         return self.finger_closed + opening * (self.finger_open - self.finger_closed)
 
-    def rig_finger_to_opening(self, rig_finger_m: float) -> float:
-        """Rig left_finger reading (m) to normalised opening (the embodiment's formula)."""
-        return (rig_finger_m - self.finger_closed) / (self.finger_open - self.finger_closed)
-
     @property
     def finger_velocity_scale(self) -> float:
         """Rig finger speed per sim finger speed (m/s per m/s)."""

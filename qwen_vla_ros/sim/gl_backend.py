@@ -17,7 +17,7 @@ import os
 import sys
 
 #: Debian 12 packages that provide each headless backend.
-BACKEND_PACKAGES = {"egl": "libegl1 libgl1 libgl1-mesa-dri", "osmesa": "libosmesa6"}
+BACKEND_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 
 #: Why the backend was chosen (or not), for error messages.
 BACKEND_REASON = "not configured yet"

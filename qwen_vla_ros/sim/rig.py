@@ -116,11 +116,9 @@ class SimRig:
             from .aloha_sim import AlohaSim
 
             self.arms.close()
-            self.arms = AlohaSim.from_embodiment(
-                self.embodiment, task=task, seed=seed or 0, render_size=self.render_size
-            )
-        elif self.arms is not None:
-            self.arms.reset(seed)
+            self.arms = AlohaSim.from_embodiment(self.embodiment, task=task, render_size=self.render_size)
+        if self.arms is not None:
+            self.arms.reset(seed)  # the episode seed places the objects, on a new task too
         if self.base is not None:
             self.base.reset()
         self.task = task or self.task
@@ -131,10 +129,8 @@ class SimRig:
         return self.arms.joint_states(_side_of(source))
 
     def odometry(self) -> dict[str, float]:
-        """Base pose (x, y m; yaw rad) and twist (linear_x m/s, angular_z rad/s)."""
-        x, y, yaw = self.base.pose
-        linear, angular = self.base.twist
-        return {"x": x, "y": y, "yaw": yaw, "linear_x": linear, "angular_z": angular}
+        """Base pose (x, y m; yaw rad and its quaternion qz, qw) and twist (m/s, rad/s)."""
+        return (self.world.base if self.world is not None else self.base).odometry()
 
     def render(self, camera: str) -> np.ndarray:
         if self.world is not None and camera in self.world.camera_names:

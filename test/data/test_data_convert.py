@@ -230,7 +230,7 @@ def test_existing_dataset_is_kept_unless_overwritten(converted, recording_factor
     spec = RecordingSpec(episodes=[("only one", 0.2, 0.9)])
     convert_recordings([recording_factory(spec)], root, small_aloha, overwrite=True, progress=False)
     assert json.loads((root / "meta/info.json").read_text())["total_episodes"] == 1
-    assert _no_leftovers(root.parent, "nothing-else") and len(list(root.parent.glob(".ds.*"))) == 0
+    assert len(list(root.parent.glob(".ds.*"))) == 0  # no partial folder left behind
 
 
 def test_truncated_video_is_reported_by_the_reader(converted, small_aloha):
@@ -241,3 +241,19 @@ def test_truncated_video_is_reported_by_the_reader(converted, small_aloha):
     with pytest.raises(DatasetError) as caught:
         dataset[len(dataset) - 1]
     assert caught.value.field == "observation.images.cam_left_wrist" and caught.value.episode == 1
+
+
+def test_convert_verb_reports_a_bad_codec_in_one_line(recording_factory, small_aloha, tmp_path, capsys):
+    import argparse
+
+    from qwen_vla_ros.data import convert
+
+    parser = argparse.ArgumentParser()
+    convert.add_arguments(parser)
+    recording = recording_factory(RecordingSpec(episodes=[("pick", 0.2, 0.9)]))
+    args = parser.parse_args(
+        [str(recording), "--embodiment", small_aloha.source_path, "--out", str(tmp_path / "ds"), "--codec", "bogus"]
+    )
+    assert convert.run(args) == 1
+    assert "conversion failed" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

@@ -17,7 +17,7 @@ def gl_available() -> str:
     """The offscreen backend; skips only when none exists at all (a broken one fails)."""
     if GL_BACKEND is None:
         pytest.skip(f"no offscreen OpenGL backend for MuJoCo: {gl_backend.BACKEND_REASON} "
-                    "(apt-get install libegl1 libgl1 libgl1-mesa-dri, or libosmesa6)")
+                    "(apt-get install libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri, or libosmesa6)")
     return GL_BACKEND
 
 

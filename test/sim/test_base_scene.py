@@ -48,6 +48,9 @@ def test_footprint_collision_with_a_box():
     assert sim.in_collision()
 
 
-def test_from_embodiment_uses_its_camera_size():
-    sim = MobileBaseSim.from_embodiment(load_embodiment("mobile_base"))
+def test_from_embodiment_uses_its_camera_size(gl_available):
+    emb = load_embodiment("mobile_base")
+    sim = MobileBaseSim.from_embodiment(emb)
     assert sim.camera_names == ["front"]
+    assert sim.render("front").shape[:2] == tuple(emb.cameras[0].image_size)
+    sim.close()

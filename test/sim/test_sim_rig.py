@@ -61,3 +61,18 @@ def test_navigation_world_for_a_base_alone(gl_available):
         assert rig.render("front").shape == (224, 224, 3)
     finally:
         rig.close()
+
+
+def test_reset_to_another_task_places_objects_from_the_given_seed(gl_available):
+    from qwen_vla_ros.sim import AlohaSim
+
+    rig = SimRig(load_embodiment("aloha_sim"), render_size=(48, 64))
+    reference = AlohaSim("insertion", cameras={})
+    try:
+        rig.reset(task="insertion", seed=5)
+        reference.reset(seed=5)
+        assert rig.arms.task_name == "insertion" and rig.arms.episode_seed == 5
+        np.testing.assert_array_equal(rig.arms.env_state(), reference.env_state())
+    finally:
+        rig.close()
+        reference.close()
