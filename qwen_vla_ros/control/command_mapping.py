@@ -155,9 +155,6 @@ class CommandMapper:
     def __init__(self, embodiment: Embodiment):
         self.embodiment = embodiment
         self.plans = [_OutputPlan(embodiment, output) for output in embodiment.outputs]
-        self.waypoint_groups = [
-            g.name for g in embodiment.action_groups if g.kind == "base_waypoints"
-        ]
 
     @property
     def topics(self) -> list[str]:

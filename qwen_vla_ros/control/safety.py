@@ -190,10 +190,6 @@ class SafetyLimiter:
         none = np.zeros(len(self.names), dtype=bool)
         return ClipReport(self.names, none, none.copy(), none.copy(), none.copy())
 
-    def clamp_to_limits(self, values: np.ndarray) -> np.ndarray:
-        """Clamp a vector into the absolute limits (no rate limit); NaN stays NaN."""
-        return np.clip(self._as_vector(values, "vector"), self.lower, self.upper)
-
     # -- base twist from a waypoint tracker -------------------------------------------
     def limit_twist(
         self, group: str, twist: tuple[float, float], previous: tuple[float, float], dt: float

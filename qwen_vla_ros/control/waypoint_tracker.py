@@ -46,15 +46,9 @@ class PoseHistory:
         self._times: list[float] = []
         self._poses: list[np.ndarray] = []
 
-    def __len__(self) -> int:
-        return len(self._times)
-
     def clear(self) -> None:
         self._times.clear()
         self._poses.clear()
-
-    def latest(self) -> tuple[float, np.ndarray] | None:
-        return (self._times[-1], self._poses[-1]) if self._times else None
 
     def record(self, t: float, pose: np.ndarray) -> None:
         """Add an odometry pose at time ``t`` (s); yaw is unwrapped against the previous pose."""

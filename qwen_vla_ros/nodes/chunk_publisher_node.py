@@ -48,11 +48,25 @@ class ChunkPublisherNode(Node):
             "strategy": "async",  # synchronous | temporal_ensemble | async
             "chunk_topic": "action_chunk",
             "estop_topic": "e_stop",
+            # ControlLoop options (control/control_loop.py, control/scheduler.py)
+            "actions_per_chunk": 0,  # synchronous: steps played per chunk; 0 = the whole chunk
+            "blend_steps": 5,  # async: cross-fade length into a new chunk, steps
+            "ensemble_decay": 0.01,  # temporal_ensemble: weight exp(-m * i), i = 0 oldest
+            "interpolate": False,  # linear interpolation between chunk points
+            "discontinuity_steps": 10.0,  # refuse a chunk starting further away, in step limits
         }
         for name, default in params.items():
             self.declare_parameter(name, default)
         p = {name: self.get_parameter(name).value for name in params}
-        self.loop = ControlLoop(self.embodiment, strategy=p["strategy"])
+        self.loop = ControlLoop(
+            self.embodiment,
+            strategy=p["strategy"],
+            actions_per_chunk=p["actions_per_chunk"] or None,
+            blend_steps=p["blend_steps"],
+            ensemble_decay=p["ensemble_decay"],
+            interpolate=p["interpolate"],
+            discontinuity_steps=p["discontinuity_steps"],
+        )
         self.state = ObservationAssembler(self.embodiment)  # reused for the state vector only
         self.estop = False
         self.base_pose = None  # (x, y, yaw) from odometry, when a source gives it

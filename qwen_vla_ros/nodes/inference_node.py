@@ -53,6 +53,7 @@ class InferenceNode(Node):
             "torch_threads": 1,
             "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
             "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
+            "actions_per_chunk": 0,  # synchronous: steps the chunk publisher plays; 0 = all
             # async: the actions that run while a chunk is computed are frozen into it
             # (real-time chunking by inpainting), so chunks join without a jump
             "rtc_prefix": True,
@@ -155,7 +156,11 @@ class InferenceNode(Node):
         return self.trigger.decide(
             now,
             last_start=last.start_time if last else None,
-            last_end=chunk_play_end(last.start_time, last.horizon, last.dt) if last else None,
+            last_end=(
+                chunk_play_end(last.start_time, last.horizon, last.dt, self.p["actions_per_chunk"] or None)
+                if last
+                else None
+            ),
             latency_s=latency,
         )
 
