@@ -173,7 +173,10 @@ def state_matrix(
         if not dims:
             continue
         fields = [f"{STATE_KEY}/{names[d]}" for d, _, _ in dims]
-        for unique in np.unique(indices):
+        # one row of values per distinct message, then one gather: linear in episode length
+        uniques, tick_rows = np.unique(indices, return_inverse=True)
+        table = np.zeros((len(uniques), len(dims)))
+        for row, unique in enumerate(uniques):
             message = series.messages[unique]
             if source.type.endswith("Odometry"):
                 twist = message.twist.twist
@@ -185,10 +188,11 @@ def state_matrix(
                 values = _joint_values(
                     source, message, [j.state.joint for _, _, j in dims], label, fields
                 )
-            for (d, group, _), value in zip(dims, values, strict=True):
+            for column, ((_, group, _), value) in enumerate(zip(dims, values, strict=True)):
                 if group.kind == "gripper":
                     value = embodiment.gripper_state_to_normalised(group, value)
-                state[indices == unique, d] = value
+                table[row, column] = value
+        state[:, [d for d, _, _ in dims]] = table[tick_rows]
     return state
 
 
@@ -203,11 +207,12 @@ def odometry_poses(
         )
     series = _series(recording, source.topic, label, f"{STATE_KEY} ({source.name})", "state")
     indices = np.maximum(latest_indices(series_times(series, stamp), ticks), 0)
-    poses = np.zeros((len(ticks), 3))
-    for unique in np.unique(indices):
+    uniques, tick_rows = np.unique(indices, return_inverse=True)
+    table = np.zeros((len(uniques), 3))
+    for row, unique in enumerate(uniques):
         pose = series.messages[unique].pose.pose
-        poses[indices == unique] = (pose.position.x, pose.position.y, _yaw(pose.orientation))
-    return poses
+        table[row] = (pose.position.x, pose.position.y, _yaw(pose.orientation))
+    return table[tick_rows]
 
 
 def decode_frame_message(message: Any, camera: CameraSpec, label: str, time_s: float) -> np.ndarray:
