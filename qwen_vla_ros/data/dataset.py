@@ -288,12 +288,15 @@ class LeRobotV3Dataset(Dataset):
         return int(self.episodes[episode]["length"])
 
     def episode_row_range(self, episode: int) -> tuple[int, int]:
-        """Positions in this dataset (``self[i]``) that belong to ``episode``."""
-        meta = self.episodes[episode]
-        positions = np.nonzero(
-            (self._frames >= meta["dataset_from_index"]) & (self._frames < meta["dataset_to_index"])
-        )[0]
-        return (int(positions[0]), int(positions[-1]) + 1) if len(positions) else (0, 0)
+        """Positions in this dataset (``self[i]``) that belong to ``episode`` (computed once)."""
+        ranges = self.__dict__.setdefault("_row_ranges", {})
+        if episode not in ranges:
+            meta = self.episodes[episode]
+            positions = np.nonzero(
+                (self._frames >= meta["dataset_from_index"]) & (self._frames < meta["dataset_to_index"])
+            )[0]
+            ranges[episode] = (int(positions[0]), int(positions[-1]) + 1) if len(positions) else (0, 0)
+        return ranges[episode]
 
 
 class EpisodeBlockSampler(Sampler[int]):
