@@ -75,6 +75,7 @@ class LeRobotV3Dataset(Dataset):
         chosen = range(len(self.episodes)) if episodes is None else episodes
         self.episode_ids = [self._checked_episode(e) for e in chosen]
         self._frames = self._rows_of(self.episode_ids)
+        self._row_ranges: dict[int, tuple[int, int]] = {}  # episode -> positions, filled on use
         self._episode_starts = np.array([e["dataset_from_index"] for e in self.episodes], np.int64)
         self._waypoints = waypoint_slices(embodiment)
         self._poses: dict[int, dict[tuple[int, int], np.ndarray]] = {}
@@ -289,7 +290,7 @@ class LeRobotV3Dataset(Dataset):
 
     def episode_row_range(self, episode: int) -> tuple[int, int]:
         """Positions in this dataset (``self[i]``) that belong to ``episode`` (computed once)."""
-        ranges = self.__dict__.setdefault("_row_ranges", {})
+        ranges = self._row_ranges
         if episode not in ranges:
             meta = self.episodes[episode]
             positions = np.nonzero(
