@@ -49,6 +49,9 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     monitor.instruct("")  # an empty instruction ends the episode
     assert wait_for(lambda: not recorder.writer.episode_open, timeout_s=10)
     recorder.on_shutdown()
+    for node in (recorder, monitor):  # their latched instruction ("") must not outlive the test
+        spinner.executor.remove_node(node)
+        node.destroy_node()
     return str(recorder.path)
 
 

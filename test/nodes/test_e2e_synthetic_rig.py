@@ -5,6 +5,7 @@ ros2_control-style topics, at the control rate and inside the limits."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotat
 
 
 class SyntheticRig(Node):
-    def __init__(self, context, emb):
-        super().__init__("synthetic_rig", context=context)
+    def __init__(self, context, emb, namespace: str):
+        super().__init__("synthetic_rig", context=context, namespace=namespace)
         self.interbotix: list[tuple[float, list[str], np.ndarray]] = []
         self.ros2_control: list[tuple[float, np.ndarray]] = []
         self.instruction = self.create_publisher(String, "instruction", LATCHED)
@@ -64,8 +65,10 @@ class SyntheticRig(Node):
 
 def test_tiny_model_drives_interbotix_and_ros2_control_topics_within_limits(ros_context, spinner, tmp_path):
     emb = load_embodiment(EMBODIMENT)
-    with Graph(GraphConfig(embodiment=EMBODIMENT, model="tiny"), log_dir=tmp_path / "logs") as graph:
-        rig = SyntheticRig(ros_context, emb)
+    namespace = f"test_{uuid.uuid4().hex[:8]}"  # no latched instruction of another test reaches us
+    config = GraphConfig(embodiment=EMBODIMENT, model="tiny", namespace=namespace)
+    with Graph(config, log_dir=tmp_path / "logs") as graph:
+        rig = SyntheticRig(ros_context, emb, f"/{namespace}")
         spinner.add(rig)
         spinner.start()
         rig.instruction.publish(String(data="fold the towel"))

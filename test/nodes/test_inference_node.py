@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 from node_test_helpers import wait_for
@@ -26,8 +28,8 @@ ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotat
 class Feeder(Node):
     """Fresh sensors at 30/100 Hz; records the chunks the inference node publishes."""
 
-    def __init__(self, context, emb):
-        super().__init__("feeder", context=context)
+    def __init__(self, context, emb, namespace: str):
+        super().__init__("feeder", context=context, namespace=namespace)
         self.chunks: list[JointTrajectory] = []
         self.instruction = self.create_publisher(String, "instruction", LATCHED)
         image = Image(**rgb_to_image_fields(np.full((240, 320, 3), 120, np.uint8)))
@@ -48,7 +50,7 @@ class Feeder(Node):
         self.create_timer(1 / 30, images)
         self.create_timer(1 / 100, joints)
         self.create_subscription(JointTrajectory, "action_chunk", self.chunks.append, COMMAND)
-        self.triggers = {name: self.create_client(Trigger, f"/inference_node/{name}") for name in ("start", "stop", "reset")}
+        self.triggers = {name: self.create_client(Trigger, f"inference_node/{name}") for name in ("start", "stop", "reset")}
 
     def call(self, name: str) -> Trigger.Response:
         future = self.triggers[name].call_async(Trigger.Request())
@@ -58,10 +60,13 @@ class Feeder(Node):
 
 @pytest.fixture()
 def graph(ros_context, spinner):
+    # a namespace per test: a latched instruction of an earlier test's (already destroyed)
+    # publisher can still reach a late-joining subscriber while DDS forgets the old participant
+    namespace = f"/test_{uuid.uuid4().hex[:8]}"
     params = [Parameter("embodiment", value="aloha_sim")]
-    observation = ObservationNode(context=ros_context, parameter_overrides=params)
-    inference = InferenceNode(observation, context=ros_context, parameter_overrides=params)
-    feeder = Feeder(ros_context, observation.embodiment)
+    observation = ObservationNode(context=ros_context, parameter_overrides=params, namespace=namespace)
+    inference = InferenceNode(observation, context=ros_context, parameter_overrides=params, namespace=namespace)
+    feeder = Feeder(ros_context, observation.embodiment, namespace)
     spinner.add(observation, inference, feeder)
     spinner.start()
     yield inference, feeder
