@@ -161,6 +161,22 @@ def read_package_metadata(root: Path) -> dict[str, Any]:
     return dict(read_info(Path(root)).get(LEGACY_PACKAGE_KEY) or {})
 
 
+def package_metadata(
+    metadata: dict[str, Any] | None, extra_info: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The writer's notes for meta/qwen_vla.json, from ``metadata`` and the older
+    ``extra_info={"qwen_vla": {...}}`` (any other extra key would not be LeRobot's)."""
+    extra = dict(extra_info or {})
+    merged = dict(extra.pop(LEGACY_PACKAGE_KEY, None) or {})
+    if extra:
+        raise ValueError(
+            f"extra_info keys {sorted(extra)} would not be LeRobot info.json keys; "
+            "pass package notes as metadata= (written to meta/qwen_vla.json)"
+        )
+    merged.update(metadata or {})
+    return merged
+
+
 def _read_parquet(path: Path, label: str, **options: Any) -> pa.Table:
     try:
         return pq.read_table(path, **options)

@@ -120,7 +120,7 @@ class LeRobotV3Writer:
         self.waypoint_slices = tuple(waypoint_slices)
         self._limits = (data_file_mb * _MB, video_file_mb * _MB, int(chunks_size))
         self.gop = int(gop)
-        self.metadata = _package_metadata(metadata, extra_info)
+        self.metadata = L.package_metadata(metadata, extra_info)
         self._tmp = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
         self._tmp.mkdir(parents=True)
         self._tasks: dict[str, int] = {}
@@ -485,21 +485,6 @@ class LeRobotV3Writer:
             self.abort()
         else:
             self.finalize()
-
-
-def _package_metadata(
-    metadata: dict[str, Any] | None, extra_info: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The notes for meta/qwen_vla.json, from ``metadata`` and the older ``extra_info``."""
-    extra = dict(extra_info or {})
-    merged = dict(extra.pop(L.LEGACY_PACKAGE_KEY, None) or {})
-    if extra:
-        raise ValueError(
-            f"extra_info keys {sorted(extra)} would not be LeRobot info.json keys; "
-            "pass package notes as metadata= (written to meta/qwen_vla.json)"
-        )
-    merged.update(metadata or {})
-    return merged
 
 
 def _plain_number(value: float) -> int | float:

@@ -33,15 +33,21 @@ PIXEL_LEVELS = 256
 
 
 def array_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics over the first axis of (N, ...) values (float64); count has shape (1,)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]  # a scalar column: statistics of shape (1,)
-    if values.shape[0] == 0:
+    """Statistics over the first axis of (N, ...) values; count has shape (1,).
+
+    min and max keep an integer column's type (as LeRobot stores them), the rest is float64.
+    """
+    raw = np.asarray(values)
+    if raw.ndim == 1:
+        raw = raw[:, None]  # a scalar column: statistics of shape (1,)
+    if raw.shape[0] == 0:
         raise DatasetError("no values to compute statistics over")
+    if not np.issubdtype(raw.dtype, np.integer):
+        raw = raw.astype(np.float64)
+    values = raw.astype(np.float64)
     stats = {
-        "min": values.min(axis=0),
-        "max": values.max(axis=0),
+        "min": raw.min(axis=0),
+        "max": raw.max(axis=0),
         "mean": values.mean(axis=0),
         "std": values.std(axis=0),
         "count": np.array([values.shape[0]], dtype=np.int64),
