@@ -110,13 +110,35 @@ def tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+def _task_column(table: pa.Table) -> str | None:
+    """The column holding the task text: "task", or the pandas index column it was saved as
+    (LeRobot 0.4 saved an unnamed index, ``__index_level_0__``)."""
+    if "task" in table.column_names:
+        return "task"
+    pandas_meta = (table.schema.metadata or {}).get(b"pandas")
+    if pandas_meta:
+        index_columns = json.loads(pandas_meta).get("index_columns", [])
+        named = [c for c in index_columns if isinstance(c, str) and c in table.column_names]
+        if len(named) == 1:
+            return named[0]
+    return None
+
+
 def read_tasks(root: Path) -> list[str]:
     """Task texts by task_index."""
     table = _read_parquet(root / TASKS_PATH, "meta/tasks.parquet")
-    if "task" not in table.column_names or "task_index" not in table.column_names:
-        raise DatasetError("needs columns 'task' and 'task_index'", field=TASKS_PATH)
+    task_column = _task_column(table)
+    if task_column is None or "task_index" not in table.column_names:
+        raise DatasetError(
+            "needs a 'task_index' column and the task text (column or pandas index 'task')",
+            field=TASKS_PATH,
+        )
     by_index = dict(
-        zip(table.column("task_index").to_pylist(), table.column("task").to_pylist(), strict=True)
+        zip(
+            table.column("task_index").to_pylist(),
+            table.column(task_column).to_pylist(),
+            strict=True,
+        )
     )
     if sorted(by_index) != list(range(len(by_index))):
         raise DatasetError(f"task_index values {sorted(by_index)} are not 0..n-1", field=TASKS_PATH)

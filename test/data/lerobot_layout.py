@@ -11,7 +11,7 @@ What LeRobot 0.4 / 0.6 writes for a recorder dataset with image (not video) came
   feature: vectors (D,), scalars (1,), images nested (3, 1, 1) in [0, 1], counts (1,)
   int64, integer columns' min/max int64;
 * meta/stats.json: the same statistics over the whole dataset; meta/tasks.parquet with
-  the task text as the pandas index.
+  the task text as the pandas index ("task"; unnamed, ``__index_level_0__``, in 0.4).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class LeRobotSpec:
     names_style: str = "list"  # "list", "motors" ({"motors": [...]}) or "none"
     fixed_size_lists: bool = True
     with_stats: bool = True
+    task_index_name: str = "task"  # LeRobot 0.4 saved the tasks' pandas index unnamed
     robot_type: str = "so100_follower"
     seed: int = 0
 
@@ -176,7 +177,10 @@ def write_lerobot_dataset(root: Path, spec: LeRobotSpec) -> Path:
             table[key] = pa.array(np.concatenate(parts).astype(INDEX_FEATURES[key]))
     pq.write_table(pa.table(table), root / "data/chunk-000/file-000.parquet")
     pq.write_table(pa.Table.from_pylist(episode_rows), root / "meta/episodes/chunk-000/file-000.parquet")
-    tasks = pa.table({"task_index": pa.array(range(len(spec.tasks)), pa.int64()), "task": list(spec.tasks)})
+    column = spec.task_index_name or "__index_level_0__"
+    tasks = pa.table({"task_index": pa.array(range(len(spec.tasks)), pa.int64()), column: list(spec.tasks)})
+    pandas_meta = {"index_columns": [column], "columns": []}  # what pandas.to_parquet records
+    tasks = tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
     pq.write_table(tasks, root / "meta/tasks.parquet")
     if spec.with_stats:
         stats = {

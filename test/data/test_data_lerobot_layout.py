@@ -210,9 +210,11 @@ def test_reads_a_lerobot_recorder_dataset_with_motor_names_and_image_features(tm
 
 
 def test_motors_dict_names_map_through_the_embodiment_file_or_the_reader(tmp_path):
-    spec = LeRobotSpec(names=TWO_ARMS_MOTORS, names_style="motors", cameras={"top": (16, 16)}, with_stats=False)
+    spec = LeRobotSpec(names=TWO_ARMS_MOTORS, names_style="motors", cameras={"top": (16, 16)}, with_stats=False,
+                       task_index_name=None)  # fmt: skip
     root = write_lerobot_dataset(tmp_path / "aloha_like", spec)
     mapped = LeRobotV3Dataset(root, _two_arms(tmp_path))
+    assert mapped[12]["instruction"] == "put it down"  # task text from an unnamed pandas index
     columns = [TWO_ARMS_MOTORS.index(n) for n in ("left_waist", "left_elbow", "right_waist", "right_elbow")]
     state, _ = episode_vectors(spec, 0)
     assert np.allclose(mapped[2]["state"], state[2, columns], atol=1e-5)
