@@ -41,6 +41,7 @@ from .stats import (
     load_stats,
     select_dimensions,
     stats_to_model_units,
+    with_blocks_from,
     write_stats,
 )
 from .video import VideoError, decode_frame, decode_frames
@@ -374,14 +375,9 @@ def _with_chunk_stats(
     horizon: int,
     blocks: tuple[slice, ...],
 ) -> dict[str, np.ndarray]:
-    """Action statistics whose waypoint dimensions are replaced by those of the chunk
-    values (what the model sees); counts stay frames."""
-    chunk_stats = array_stats(np.concatenate([all_chunks(e, horizon, blocks) for e in episodes]))
-    for name, values in stats.items():
-        for block in blocks:
-            if name != "count":
-                values[block] = chunk_stats[name][block]
-    return stats
+    """Action statistics whose waypoint dimensions are those of the episodes' chunk values."""
+    chunks = np.concatenate([all_chunks(e, horizon, blocks) for e in episodes])
+    return with_blocks_from(stats, array_stats(chunks), blocks)
 
 
 def recompute_stats(

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from . import layout as L
 from .chunks import all_chunks
 from .errors import DatasetError
-from .stats import array_stats, channel_histograms, histogram_stats, write_stats
+from .stats import array_stats, channel_histograms, histogram_stats, with_blocks_from, write_stats
 from .video import (
     CODECS,
     DEFAULT_CRF,
@@ -132,7 +132,6 @@ class LeRobotV3Writer:
         self._actions: list[np.ndarray] = []
         self._action_chunks: list[np.ndarray] = []
         self._image_histograms = {c: np.zeros((3, 256), np.int64) for c in self.cameras}
-        self._episode_stats: list[dict[str, dict[str, np.ndarray]]] = []
         self._frames = 0
         self._done = False
 
@@ -161,9 +160,9 @@ class LeRobotV3Writer:
         if sum(t.nbytes for t in self._pending) >= self._limits[0]:
             self._flush_data()  # episodes never straddle data files
         table = self._append_rows(index, state, action, task_index)
-        stats = self._stats_of_episode(table, {cam: v.pop("histograms") for cam, v in videos.items()})
-        self._episode_stats.append(stats)
-        self._episodes.append(self._episode_row(index, episode.task, length, videos, stats))
+        stats = self._stats_of_episode(table, {cam: v[1] for cam, v in videos.items()})
+        locations = {cam: v[0] for cam, v in videos.items()}
+        self._episodes.append(self._episode_row(index, episode.task, length, locations, stats))
         self._frames += length
         return index
 
@@ -205,7 +204,11 @@ class LeRobotV3Writer:
             )
         return arrays[0], arrays[1]
 
-    def _encode(self, camera: str, frames: Iterable[np.ndarray] | None, length: int, label) -> dict:
+    def _encode(
+        self, camera: str, frames: Iterable[np.ndarray] | None, length: int, label
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Append one episode's frames to the camera's video; returns where they are (the
+        episode row's ``videos/...`` entries) and their (3, 256) pixel-level counts."""
         key = L.image_key(camera)
         if frames is None:
             raise DatasetError(
@@ -237,13 +240,13 @@ class LeRobotV3Writer:
         path = shard.writer.path
         shard.expected[path] = shard.writer.frames
         self._image_histograms[camera] += histograms
-        return {
+        location = {
             f"videos/{key}/chunk_index": shard.chunk_index,
             f"videos/{key}/file_index": shard.file_index,
             f"videos/{key}/from_timestamp": start / self.fps,
             f"videos/{key}/to_timestamp": (start + length) / self.fps,
-            "histograms": histograms,
         }
+        return location, histograms
 
     def _video_shard(self, camera: str) -> _VideoShard:
         """The open video file for a camera; a new one once the current file is large."""
@@ -309,16 +312,11 @@ class LeRobotV3Writer:
         return stats
 
     def _action_stats(self, actions: np.ndarray, chunks: np.ndarray | None) -> dict:
-        """Action statistics; waypoint dimensions take those of their chunk values (what the
-        model is trained on), counts stay frames."""
+        """Action statistics; waypoint dimensions: those of their chunk values."""
         stats = array_stats(actions)
-        if chunks is not None:
-            chunk_stats = array_stats(chunks)
-            for name, values in stats.items():
-                for block in self.waypoint_slices:
-                    if name != "count":
-                        values[block] = chunk_stats[name][block]
-        return stats
+        if chunks is None:
+            return stats
+        return with_blocks_from(stats, array_stats(chunks), self.waypoint_slices)
 
     def _episode_row(self, index, task, length, videos, stats) -> dict[str, Any]:
         row: dict[str, Any] = {

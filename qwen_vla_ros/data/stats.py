@@ -125,6 +125,21 @@ def load_stats(path: Path) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
+def with_blocks_from(
+    stats: dict[str, np.ndarray], other: dict[str, np.ndarray], blocks: tuple[slice, ...]
+) -> dict[str, np.ndarray]:
+    """``stats`` with the dimensions in ``blocks`` taken from ``other`` (count is kept).
+
+    Waypoint action dimensions use the statistics of their chunk values, which is what the
+    model is trained on, while the stored rows are one-step motions.
+    """
+    for name, values in stats.items():
+        for block in blocks:
+            if name != "count":
+                values[block] = other[name][block]
+    return stats
+
+
 def select_dimensions(stats: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
     """Statistics of a vector feature reordered to ``index`` (dataset -> embodiment order)."""
     return {
