@@ -12,7 +12,7 @@ feeds embodiment dimension ``group/joint`` when (first rule that applies):
 3. its name is ``joint`` or ``joint.pos`` and no other group has a joint of that name.
 
 Every embodiment dimension needs exactly one dataset dimension and every dataset
-dimension must be used; otherwise :class:`DatasetError` names the dimension and says
+dimension must be used (the counts are equal and none is used twice); otherwise :class:`DatasetError` names the dimension and says
 where to map it. Features without names are taken in order. A camera is read from
 ``observation.images.<camera>``, or from the feature ``dataset_names.cameras`` names.
 """
@@ -133,13 +133,14 @@ def dimension_index(
                 field=f"{key}/{dim}",
             )
         index.append(found[0])
-    unused = [names[i] for i in range(len(names)) if i not in set(index)]
-    if unused or len(set(index)) != len(index):
+    twice = sorted({names[i] for i in index if index.count(i) > 1})
+    if twice:
         raise DatasetError(
-            f"dataset dimension(s) {unused or names} feed no dimension of embodiment "
-            f"'{embodiment.name}' ({dims}); " + _HOW_TO_MAP.format(what="joints"),
+            f"dataset dimension(s) {twice} feed several embodiment dimensions; "
+            + _HOW_TO_MAP.format(what="joints"),
             field=key,
         )
+    # Same count and no repeats: every dataset dimension is used exactly once.
     return np.array(index, dtype=np.int64)
 
 

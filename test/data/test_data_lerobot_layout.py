@@ -246,9 +246,13 @@ def test_what_cannot_be_mapped_is_named(tmp_path, so100):
     with pytest.raises(DatasetError, match="wrong dimension") as caught:
         LeRobotV3Dataset(extra, so100)
     assert caught.value.field == "observation.state"
-    renamed = write_lerobot_dataset(tmp_path / "renamed", LeRobotSpec(names=[*SO100_MOTORS[:5], "jaw"]))
+    renamed = write_lerobot_dataset(tmp_path / "renamed", LeRobotSpec(names=[*SO100_MOTORS[:5], "gripper.pos"]))
+    jaw = write_lerobot_dataset(tmp_path / "jaw", LeRobotSpec(names=[*SO100_MOTORS[:5], "jaw"]))
     with pytest.raises(DatasetError, match=r"'gripper/gripper' \(looked for .*'gripper.pos'"):
-        LeRobotV3Dataset(renamed, so100)
+        LeRobotV3Dataset(jaw, so100)
+    assert len(LeRobotV3Dataset(renamed, so100)) == 36  # plain motor names match too
+    with pytest.raises(DatasetError, match=r"\['gripper.pos'\] feed several embodiment dimensions"):
+        LeRobotV3Dataset(tmp_path / "renamed", so100, names={"joints": {"arm/shoulder_pan": "gripper.pos"}})
     with pytest.raises(EmbodimentError, match="not action dimensions"):
         _two_arms(tmp_path, mapping="dataset_names:\n  joints: {left_arm/wrist: w}\n")
     with pytest.raises(EmbodimentError, match="more than one entry"):
