@@ -12,7 +12,9 @@ of each episode:
   as for recordings, the action stored per frame is the odometry motion to the next frame
   (see :mod:`.data.chunks`).
 
-Frame t holds the cameras and state observed at t and the action sent at t. Episodes whose
+Frame t holds the cameras and state observed at t and the action sent at t. Cameras are
+rendered at ``camera_rate_hz`` (default 10 Hz, the sim bridge's rate) and repeat on the
+control grid in between, as a recording of the graph would hold them. Episodes whose
 expert failed are not written (and counted). Seeds are consecutive from ``first_seed``:
 keep evaluation seeds (``EVAL_SEED_START`` on) apart from them.
 """
@@ -68,6 +70,19 @@ TASK_EMBODIMENTS = {
 }
 
 
+def task_goal(task: str, seed: int) -> str | None:
+    """The goal (colour) the simulator scores an episode of ``task`` on ``seed`` against."""
+    if task == "pick_color":
+        from .sim.aloha_tasks import sample_pick_color
+
+        return sample_pick_color(seed)[1]
+    if task == "drive_to_color":
+        from .sim.base_scene import sample_box_layout
+
+        return sample_box_layout(seed)[1]
+    return None
+
+
 def instruction_for(task: str, goal: str | None, seed: int) -> str:
     """One phrasing of the task, picked by the seed (reproducible)."""
     if task not in INSTRUCTIONS:
@@ -97,7 +112,16 @@ class CollectReport:
         return self.written / self.attempted if self.attempted else 0.0
 
 
-def _aloha_episode(env, task: str, seed: int) -> tuple[EpisodeData, bool]:
+#: Camera frames per simulated second (the sim bridge's default camera_rate_hz).
+CAMERA_RATE_HZ = 10.0
+
+
+def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:
+    """Control steps per camera frame."""
+    return max(1, round(embodiment.control_rate_hz / camera_rate_hz))
+
+
+def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
     from .sim.experts import expert_for
 
     env.reset(seed)
@@ -106,13 +130,13 @@ def _aloha_episode(env, task: str, seed: int) -> tuple[EpisodeData, bool]:
     instruction = instruction_for(task, env.sim.goal, seed)
     env.instruction = instruction
     states, actions, images, solved = [], [], {c: [] for c in env.embodiment.camera_names}, False
-    for _ in range(expert.episode_steps):
-        observation = env.observe()
+    every = _frame_every(env.embodiment, camera_rate_hz)
+    for step in range(expert.episode_steps):
+        states.append(env.state())
+        for camera, frames in images.items():
+            frames.append(env.rig.camera_view(camera) if step % every == 0 else frames[-1])
         result = env.step(expert.action())
-        states.append(observation.state)
         actions.append(result.applied)
-        for camera, image in observation.images.items():
-            images[camera].append(image)
         solved = solved or result.done
     episode = EpisodeData(
         task=instruction, state=np.asarray(states), action=np.asarray(actions),
@@ -121,7 +145,7 @@ def _aloha_episode(env, task: str, seed: int) -> tuple[EpisodeData, bool]:
     return episode, solved
 
 
-def _nav_episode(rig, task: str, seed: int) -> tuple[EpisodeData, bool]:
+def _nav_episode(rig, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
     from .sim.experts import DriveToColorExpert
 
     rig.reset(seed=seed)
@@ -130,9 +154,10 @@ def _nav_episode(rig, task: str, seed: int) -> tuple[EpisodeData, bool]:
     expert.reset(world)
     instruction = instruction_for(task, world.goal, seed)
     poses, images, solved = [world.pose], {c: [] for c in embodiment.camera_names}, False
-    for _ in range(expert.episode_steps):
-        for camera in embodiment.camera_names:
-            images[camera].append(rig.render(camera))
+    every = _frame_every(embodiment, camera_rate_hz)
+    for step in range(expert.episode_steps):
+        for camera, frames in images.items():
+            frames.append(rig.camera_view(camera) if step % every == 0 else frames[-1])
         world.set_cmd_vel(*expert.velocity())
         rig.step(embodiment.dt)
         poses.append(world.pose)
@@ -154,6 +179,7 @@ def collect(
     embodiment: str | Embodiment | None = None,
     first_seed: int = 0,
     overwrite: bool = False,
+    camera_rate_hz: float = CAMERA_RATE_HZ,
     progress: Callable[[str], None] | None = None,
 ) -> CollectReport:
     """Run the task's expert for ``episodes`` seeds and write the successful episodes."""
@@ -162,7 +188,7 @@ def collect(
                          f"collect uses {first_seed} .. {first_seed + episodes - 1}")
     emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment or TASK_EMBODIMENTS[task])
     report, clock = CollectReport(task), time.perf_counter()
-    run_one, close = _episode_runner(emb, task)
+    run_one, close = _episode_runner(emb, task, camera_rate_hz)
     waypoints = tuple(emb.group_slices[g.name] for g in emb.action_groups if g.kind == "base_waypoints")
     try:
         with LeRobotV3Writer(
@@ -189,19 +215,19 @@ def collect(
     return report
 
 
-def _episode_runner(emb: Embodiment, task: str):
+def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float):
     kinds = {g.kind for g in emb.action_groups}
     if task == "drive_to_color":
         if kinds != {"base_waypoints"}:
             raise ValueError(f"drive_to_color needs a waypoint base embodiment, {emb.name} is not one")
-        from .sim.rig import SimRig
+        from .sim.rig import RIG_FRAME_SIZE, SimRig
 
-        rig = SimRig(emb, task=task)
-        return (lambda seed: _nav_episode(rig, task, seed)), rig.close
+        rig = SimRig(emb, task=task, render_size=RIG_FRAME_SIZE)
+        return (lambda seed: _nav_episode(rig, task, seed, camera_rate_hz)), rig.close
     from .training.sim_env import AlohaSimEnv
 
     env = AlohaSimEnv(emb, task, instruction="")
-    return (lambda seed: _aloha_episode(env, task, seed)), env.close
+    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz)), env.close
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 
 from ..embodiment import list_shipped_embodiments, load_embodiment
 from .backbone import QwenBackbone
+from .dit import DiTConfig
 from .normalization import NormStats
 from .processor import QWEN_SPECIAL_TOKENS, ImageOnlyProcessor
 
@@ -34,8 +35,6 @@ class BackboneSize:
     vision_depth: int = 2
     vision_heads: int = 2
     patch_size: int = 16
-    #: Qwen3.5 text layer types; None = the family's pattern (3 linear-attention : 1 full).
-    layer_types: tuple[str, ...] | None = None
 
 
 #: ``tiny``: tests and smoke runs (about 1 M parameters). ``small``: the demo policy trained on
@@ -45,8 +44,6 @@ BACKBONE_SIZES = {
     "tiny": BackboneSize(),
     "small": BackboneSize(text_width=128, text_layers=4, vision_width=128, vision_depth=3,
                           vision_heads=4, patch_size=8),
-    "small_full": BackboneSize(text_width=128, text_layers=4, vision_width=128, vision_depth=3,
-                          vision_heads=4, patch_size=8, layer_types=("full_attention",) * 4),
 }
 _INSTRUCTIONS = (
     "pick up the red cube and hand it over",
@@ -127,8 +124,6 @@ def tiny_config(family: str, tokenizer, size: str = "tiny"):
             "mrope_section": [2, 1, 1],
             "mrope_interleaved": True,
         }
-        if shape.layer_types is not None:
-            text["layer_types"] = list(shape.layer_types)
         text.update(
             num_hidden_layers=shape.text_layers,
             head_dim=32,
@@ -181,6 +176,18 @@ def tiny_backbone(family: str = "qwen3_5", seed: int = 0, size: str = "tiny") ->
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return QwenBackbone.from_config(config, ImageOnlyProcessor(image_processor, tokenizer))
+
+
+#: The decoder each offline size gets (a preset name or a DiT shape).
+OFFLINE_DECODERS = {"tiny": "tiny", "small": DiTConfig(hidden_size=128, depth=4, num_heads=4)}
+
+
+def offline_policy(family: str = "qwen3_5", size: str = "tiny", seed: int = 0):
+    """A random, untrained policy of one offline size (no statistics yet)."""
+    from .policy import QwenVLAPolicy
+
+    decoder = OFFLINE_DECODERS.get(size, "tiny")
+    return QwenVLAPolicy.from_backbone(tiny_backbone(family, seed, size), decoder, seed=seed)
 
 
 def build_tiny_backbone(family: str, out_dir: str | Path, seed: int = 0) -> Path:

@@ -57,6 +57,21 @@ DEFAULT_OBSTACLES = (
 )
 
 
+def sample_box_layout(
+    seed: int, count: int = len(BOX_COLORS), start_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> tuple[list[tuple[float, float]], str]:
+    """drive_to_color: box centres (x, y m, odom frame) ahead of the start pose, and the goal."""
+    rng = np.random.RandomState(seed)
+    while True:
+        bearings = rng.uniform(*BOX_BEARING_RANGE_RAD, count)
+        if np.diff(np.sort(bearings)).min() >= MIN_BEARING_GAP_RAD:
+            break
+    distances = rng.uniform(*BOX_DISTANCE_RANGE_M, count)
+    x0, y0, yaw0 = start_pose
+    centres = [(x0 + d * math.cos(yaw0 + b), y0 + d * math.sin(yaw0 + b)) for b, d in zip(bearings, distances, strict=True)]
+    return centres, BOX_COLORS[int(rng.randint(len(BOX_COLORS)))]
+
+
 def scene_mjcf(goal_xy: tuple[float, float], goal_radius: float,
                obstacles: Sequence[Obstacle]) -> str:
     """MJCF text of the navigation world."""
@@ -162,21 +177,12 @@ class MobileBaseSim:
 
     def place_boxes(self, seed: int) -> None:
         """Seeded box places and goal colour of ``drive_to_color``."""
-        rng = np.random.RandomState(seed)
-        while True:
-            bearings = rng.uniform(*BOX_BEARING_RANGE_RAD, len(self.obstacles))
-            gaps = np.diff(np.sort(bearings))
-            if gaps.min() >= MIN_BEARING_GAP_RAD:
-                break
-        distances = rng.uniform(*BOX_DISTANCE_RANGE_M, len(self.obstacles))
-        x0, y0, yaw0 = self._start_pose
+        layout, self.goal = sample_box_layout(seed, len(self.obstacles), self._start_pose)
         moved = []
-        for box, bearing, distance in zip(self.obstacles, bearings, distances, strict=True):
-            x, y = x0 + distance * math.cos(yaw0 + bearing), y0 + distance * math.sin(yaw0 + bearing)
+        for box, (x, y) in zip(self.obstacles, layout, strict=True):
             self._model.geom(box.name).pos[:2] = (x, y)
             moved.append(Obstacle(box.name, x, y, box.half_size, box.rgba))
         self.obstacles = tuple(moved)
-        self.goal = BOX_COLORS[int(rng.randint(len(BOX_COLORS)))]
         self.episode_seed = int(seed)
 
     @property

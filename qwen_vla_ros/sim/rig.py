@@ -15,6 +15,8 @@ from .aloha_conventions import ARM_JOINTS
 from .errors import SimConfigError
 
 BASE_KINDS = ("base_velocity", "base_waypoints")
+#: The frame the sim bridge renders by default (height, width px), a rig camera's 4:3 frame.
+RIG_FRAME_SIZE = (240, 320)
 DEFAULT_ARM_TASK = "transfer_cube"
 DEFAULT_NAV_TASK = "drive_to_color"
 
@@ -74,13 +76,16 @@ class SimRig:
             from .base_scene import MobileBaseSim
 
             self.world = MobileBaseSim.from_embodiment(embodiment, render_size=render_size, task=self.task)
-            self.world.reset(seed=seed)
             self.base = self.world
         elif has_base:
             from .kinematic_base import BaseLimits, KinematicBase
 
             self.base = KinematicBase(limits=BaseLimits.from_embodiment(embodiment))
         self._time_ns = 0
+        # Episodes without an explicit seed take consecutive seeds from ``seed`` on, so a run
+        # of episodes (e.g. an evaluation) is reproducible and its seeds are known.
+        self.episode_seed = int(seed)
+        self.reset(seed=self.episode_seed)
 
     # -- commands --------------------------------------------------------------------------
     def apply(self, topic: str, values: list[float]) -> None:
@@ -117,6 +122,11 @@ class SimRig:
         return self._time_ns
 
     def reset(self, task: str | None = None, seed: int | None = None) -> None:
+        """A new episode of ``task`` (default: the current one) from ``seed`` (default: the
+        previous episode's seed + 1)."""
+        if seed is None:
+            seed = self.episode_seed + 1
+        self.episode_seed = int(seed)
         if task is not None and self.arms is not None and task != self.arms.task_name:
             from .aloha_sim import AlohaSim
 
@@ -156,6 +166,14 @@ class SimRig:
     def odometry(self) -> dict[str, float]:
         """Base pose (x, y m; yaw rad and its quaternion qz, qw) and twist (m/s, rad/s)."""
         return (self.world.base if self.world is not None else self.base).odometry()
+
+    def camera_view(self, camera: str) -> np.ndarray:
+        """What the model gets from a camera: the rendered frame resized to the embodiment's
+        image size the way the observation node resizes it (area averaging when shrinking)."""
+        from ..data.images import resize_rgb
+
+        spec = next(c for c in self.embodiment.cameras if c.name == camera)
+        return resize_rgb(self.render(camera), spec.image_size)
 
     def render(self, camera: str) -> np.ndarray:
         if self.world is not None and camera in self.world.camera_names:
