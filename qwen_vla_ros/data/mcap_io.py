@@ -213,6 +213,11 @@ class McapEpisodeWriter:
         self._add(channel_id, payload, int(time_ns), None)
 
     # -- closing -------------------------------------------------------------------
+    def set_metadata(self, key: str, value: str) -> None:
+        """Set one entry of the :data:`METADATA_NAME` record written at close."""
+        with self._lock:
+            self._metadata[key] = str(value)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.path} is already closed")
@@ -263,6 +268,31 @@ class TopicSeries:
     def times_s(self, stamp: bool = False) -> np.ndarray:
         """Receive times (or the recorded stamps), s, float64."""
         return (self.publish_times if stamp else self.log_times).astype(np.float64) * 1e-9
+
+
+#: Range of the median (receive time - header stamp) for stamps to be on the recorder's clock, s.
+SAME_CLOCK_OFFSET_S = (-0.1, 1.0)
+
+
+def uses_header_stamps(series: TopicSeries, stamp: bool | str) -> bool:
+    """Whether a topic is aligned on its header stamps under the time base ``stamp``.
+
+    ``"header"``/True: always; ``"receive"``/False: never; ``"auto"``: where the stamps are
+    set, in order, and on the recorder's clock (median offset within :data:`SAME_CLOCK_OFFSET_S`).
+    """
+    if stamp in (True, "header"):
+        return True
+    if stamp in (False, "receive"):
+        return False
+    if stamp != "auto":
+        raise ValueError(f"time base {stamp!r} is not receive, header or auto")
+    published, received = series.publish_times, series.log_times
+    if len(published) == 0 or np.array_equal(published, received):
+        return False
+    if (published <= 0).any() or (np.diff(published) < 0).any():
+        return False
+    offset = float(np.median(received - published)) * 1e-9
+    return SAME_CLOCK_OFFSET_S[0] <= offset <= SAME_CLOCK_OFFSET_S[1]
 
 
 @dataclass
