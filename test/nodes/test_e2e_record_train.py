@@ -44,7 +44,7 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     spinner.start()
     monitor.begin("recording")
     monitor.instruct("pick up the cube")
-    assert wait_for(lambda: len(monitor.record.chunk_times) >= 2, timeout_s=120)
+    assert wait_for(lambda: len(monitor.record.chunk_times) >= 2, timeout_s=300)  # slow start under load
     assert wait_for(lambda: recorder.messages > 400, timeout_s=60)
     monitor.instruct("")  # an empty instruction ends the episode
     assert wait_for(lambda: not recorder.writer.episode_open, timeout_s=10)
