@@ -39,6 +39,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 from .errors import DatasetError
 from .msg_definitions import MessageDefinitionError, full_type_name, message_definition
+from .rosbag2_qos import DEFAULT_OFFERED_QOS
 
 EPISODE_TOPIC = "/qwen_vla/episode"
 EPISODE_TYPE = "std_msgs/msg/String"
@@ -107,7 +108,7 @@ class McapEpisodeWriter:
         """Declare a topic; ``definition`` defaults to the installed complete .msg text.
 
         ``channel_metadata`` may carry rosbag2's ``offered_qos_profiles`` YAML; without it
-        ``ros2 bag play`` publishes with default QoS.
+        the channel offers :data:`.rosbag2_qos.DEFAULT_OFFERED_QOS` (reliable, volatile).
         """
         with self._lock:
             self._add_topic_locked(topic, type_name, definition, channel_metadata)
@@ -124,11 +125,13 @@ class McapEpisodeWriter:
             self._schemas[type_name] = self._writer.register_schema(
                 name=type_name, encoding=SchemaEncoding.ROS2, data=text.encode("utf-8")
             )
+        metadata = dict(channel_metadata or {})
+        metadata.setdefault("offered_qos_profiles", DEFAULT_OFFERED_QOS)
         channel_id = self._writer.register_channel(
             topic=topic,
             message_encoding=MessageEncoding.CDR,
             schema_id=self._schemas[type_name],
-            metadata=dict(channel_metadata or {}),
+            metadata=metadata,
         )
         self._channels[topic] = (channel_id, type_name)
         return channel_id

@@ -108,10 +108,9 @@ class QueuedEpisodeWriter:
         metadata: dict[str, str] | None = None,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         log: Callable[[str], None] | None = None,
-        writer_factory: Callable[..., McapEpisodeWriter] = McapEpisodeWriter,
     ):
         self.path = Path(path)
-        self._writer = writer_factory(self.path, metadata=metadata)
+        self._writer = McapEpisodeWriter(self.path, metadata=metadata)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queue_limit = int(queue_bytes)
         self._queued_bytes = 0
@@ -205,12 +204,6 @@ class QueuedEpisodeWriter:
         if self._closed:
             raise RuntimeError(f"{self.path} is already closed")
 
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until everything queued so far is in the writer (not necessarily on disk)."""
-        done = threading.Event()
-        self._queue.put(("call", done.set, 0))
-        done.wait(timeout_s)
-
     def stats(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {topic: c.as_dict() for topic, c in sorted(self._counters.items())}
@@ -262,8 +255,6 @@ class QueuedEpisodeWriter:
         elif kind == "end":
             time_ns, success, extra = payload
             self._writer.end_episode(time_ns, success, **extra)
-        elif kind == "call":
-            payload()
 
 
 def summary_lines(stats: dict[str, dict[str, Any]]) -> list[str]:
@@ -281,42 +272,3 @@ def summary_lines(stats: dict[str, dict[str, Any]]) -> list[str]:
             f"{gaps}, longest interval {c['longest_gap_s']:.3f} s"
         )
     return lines
-
-
-#: rosbag2's spelling of an infinite QoS duration (RMW_DURATION_INFINITE as sec/nsec).
-INFINITE_DURATION = {"sec": 2147483647, "nsec": 4294967295}
-
-
-def qos_duration(nanoseconds: int) -> dict[str, int]:
-    """A QoS duration as rosbag2 writes it; 0 (the default) and very long ones are infinite."""
-    if nanoseconds <= 0 or nanoseconds >= INFINITE_DURATION["sec"] * 1_000_000_000:
-        return dict(INFINITE_DURATION)
-    sec, nsec = divmod(int(nanoseconds), 1_000_000_000)
-    return {"sec": sec, "nsec": nsec}
-
-
-def offered_qos_profiles_yaml(profiles: list[dict[str, Any]]) -> str:
-    """rosbag2's ``offered_qos_profiles`` channel metadata: a YAML list, one entry per publisher.
-
-    Each profile holds the rmw enum values (``history`` 1 keep-last / 2 keep-all,
-    ``reliability`` 1 reliable / 2 best-effort, ``durability`` 1 transient-local / 2 volatile,
-    ``liveliness`` 1 automatic / 3 manual-by-topic), ``depth``, and the durations ``deadline``,
-    ``lifespan``, ``liveliness_lease_duration`` in ns; written in the integer form rosbag2
-    has used since Foxy, which ``ros2 bag play`` reads to offer the same QoS again.
-    """
-    lines = []
-    for p in profiles:
-        lines += [
-            f"- history: {int(p.get('history', 1))}",
-            f"  depth: {int(p.get('depth', 0))}",
-            f"  reliability: {int(p['reliability'])}",
-            f"  durability: {int(p['durability'])}",
-        ]
-        for key in ("deadline", "lifespan"):
-            d = qos_duration(int(p.get(key, 0)))
-            lines += [f"  {key}:", f"    sec: {d['sec']}", f"    nsec: {d['nsec']}"]
-        lines.append(f"  liveliness: {int(p.get('liveliness', 1))}")
-        d = qos_duration(int(p.get("liveliness_lease_duration", 0)))
-        lines += ["  liveliness_lease_duration:", f"    sec: {d['sec']}", f"    nsec: {d['nsec']}"]
-        lines.append("  avoid_ros_namespace_conventions: false")
-    return "\n".join(lines) + ("\n" if lines else "")

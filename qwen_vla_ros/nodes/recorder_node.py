@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -49,7 +50,8 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..data.msg_definitions import message_definition
-from ..data.record_writer import QueuedEpisodeWriter, header_stamp_ns, offered_qos_profiles_yaml
+from ..data.record_writer import QueuedEpisodeWriter, header_stamp_ns
+from ..data.rosbag2_qos import offered_qos_profiles_yaml
 from ..ros.messages import message_class, state_message_class
 from .common import declare_embodiment, run_nodes
 
@@ -63,6 +65,8 @@ except ImportError:  # Humble
 RECORD_DEPTH = 1000
 #: How often publishers are looked up (wall time, also under simulated time), s.
 DISCOVERY_PERIOD_S = 0.1
+#: Once every topic is subscribed, publishers are looked up every this many periods (1 s).
+SETTLED_EVERY = 10
 #: Most messages held while waiting for the first /clock (older ones are dropped and counted).
 MAX_BEFORE_CLOCK = 5000
 
@@ -137,6 +141,7 @@ class RecorderNode(Node):
         self.stats: dict[str, dict[str, Any]] = {}
         self._before_clock: list[Callable[[int], None]] = []
         self._dropped_before_clock = 0
+        self._discovery_ticks = 0
         self.topics: dict[str, RecordedTopic] = {}
         for entry in recorded_topics(self):
             self._add_topic(entry, self._message_callback)
@@ -152,15 +157,26 @@ class RecorderNode(Node):
         )
 
     def _add_topic(self, entry: RecordedTopic, make_callback) -> str:
-        entry.topic = self.resolve_topic_name(entry.topic)
+        entry.topic = self._qualified(entry.topic)
         entry.has_header = _starts_with_header(message_definition(entry.type_name))
         entry.callback_factory = make_callback
         self.topics[entry.topic] = entry
         return entry.topic
 
+    def _qualified(self, topic: str) -> str:
+        """The fully qualified name (namespace and remappings applied, as the subscription gets)."""
+        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron; Humble: expand only
+        if resolve is not None:
+            return resolve(topic)
+        return expand_topic_name(topic, self.get_name(), self.get_namespace())
+
     # -- discovery and QoS matched to the publishers (rosbag2's rule) ----------------------
     def _discover(self) -> None:
         self._release_before_clock()
+        self._discovery_ticks += 1
+        settled = all(entry.subscription is not None for entry in self.topics.values())
+        if settled and self._discovery_ticks % SETTLED_EVERY:
+            return  # every topic is recorded: look for new publishers less often
         for entry in self.topics.values():
             publishers = self.get_publishers_info_by_topic(entry.topic)
             if not publishers:
