@@ -129,82 +129,90 @@ def _records_in(data: bytes):
                 record = Message.read(ReadDataStream(io.BytesIO(body)), length)
         except Exception:  # noqa: BLE001 - a record garbled by the cut ends the salvage
             return
-        yield opcode, record, end, body
+        yield opcode, record, end
         offset = end
 
 
 def salvage_recording(source: str | Path, output: str | Path | None = None) -> SalvageReport:
-    """Copy every complete message of an unclosed (or closed) MCAP file into a closed one."""
+    """Copy every complete message of an unclosed (or closed) MCAP file into a closed one.
+
+    Streams: one record in memory at a time (a chunk at most), the output written as it goes.
+    """
     source = Path(source)
     output = Path(output) if output is not None else source.with_suffix(".recovered.mcap")
-    data = source.read_bytes()
-    report = SalvageReport(source, output, file_bytes=len(data), closed=is_closed_mcap(source))
-    if not data.startswith(MAGIC):
-        raise DatasetError("not an MCAP file (no leading magic)", field=str(source))
-    schemas: dict[int, Schema] = {}
-    channels: dict[int, Channel] = {}
-    kept: list[tuple[Message, bool]] = []
-    report.used_bytes = len(MAGIC)
-    body = data[len(MAGIC) :]
-    stopped = False
-    for opcode, record, end, content in _records_in(body):
-        report.used_bytes = len(MAGIC) + end
-        if opcode in (_OP_DATA_END, _OP_FOOTER):
-            stopped = True
-            break
-        inner = _chunk_records(content) if opcode == _OP_CHUNK else [(opcode, record, 0, b"")]
-        for inner_opcode, inner_record, _, _ in inner:
-            _keep(inner_opcode, inner_record, schemas, channels, kept, cut=False)
-    if not stopped and report.used_bytes < len(data):
-        tail = data[report.used_bytes :]
-        if len(tail) > 9 and tail[0] == _OP_CHUNK:
-            for inner_opcode, inner_record, _, _ in _chunk_records(tail[9:]):
-                _keep(inner_opcode, inner_record, schemas, channels, kept, cut=True)
-    _write(output, schemas, channels, kept, report)
+    report = SalvageReport(
+        source, output, file_bytes=source.stat().st_size, closed=is_closed_mcap(source)
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as stream, open(output, "wb") as out:
+        if stream.read(len(MAGIC)) != MAGIC:
+            raise DatasetError("not an MCAP file (no leading magic)", field=str(source))
+        copy = _Copy(Writer(out, compression=CompressionType.ZSTD), report)
+        report.used_bytes = len(MAGIC)
+        while True:
+            head = stream.read(9)
+            if len(head) < 9:
+                break  # the cut fell between records (or the file ended cleanly)
+            opcode, length = head[0], struct.unpack_from("<Q", head, 1)[0]
+            content = stream.read(min(length, report.file_bytes))
+            if len(content) < length:  # the torn last record: a chunk gives up what it can
+                if opcode == _OP_CHUNK:
+                    for inner in _chunk_records(content):
+                        copy.take(*inner[:2], cut=True)
+                break
+            report.used_bytes += 9 + length
+            if opcode in (_OP_DATA_END, _OP_FOOTER):
+                break
+            if opcode == _OP_CHUNK:
+                for inner in _chunk_records(content):
+                    copy.take(*inner[:2], cut=False)
+            else:
+                for inner in _records_in(head + content):
+                    copy.take(*inner[:2], cut=False)
+        copy.finish()
     return report
 
 
-def _keep(opcode, record, schemas, channels, kept, cut: bool) -> None:
-    if opcode == _OP_SCHEMA:
-        schemas[record.id] = record
-    elif opcode == _OP_CHANNEL:
-        channels[record.id] = record
-    elif opcode == _OP_MESSAGE and record.channel_id in channels:
-        kept.append((record, cut))
+class _Copy:
+    """Writes the salvaged records to a new MCAP file as they are read."""
 
-
-def _write(output: Path, schemas, channels, kept, report: SalvageReport) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "wb") as stream:
-        writer = Writer(stream, compression=CompressionType.ZSTD)
+    def __init__(self, writer: Writer, report: SalvageReport):
+        self.writer, self.report = writer, report
+        self.schemas: dict[int, int] = {}
+        self.channels: dict[int, tuple[int, str]] = {}
         writer.start(profile="ros2", library="qwen_vla_ros salvage")
-        schema_ids = {
-            sid: writer.register_schema(s.name, s.encoding, s.data) for sid, s in schemas.items()
-        }
-        channel_ids = {
-            cid: writer.register_channel(
-                c.topic, c.message_encoding, schema_ids.get(c.schema_id, 0), dict(c.metadata)
+
+    def take(self, opcode: int, record, cut: bool) -> None:
+        if opcode == _OP_SCHEMA and record.id not in self.schemas:
+            self.schemas[record.id] = self.writer.register_schema(
+                record.name, record.encoding, record.data
             )
-            for cid, c in channels.items()
-        }
-        for message, cut in kept:
-            writer.add_message(
-                channel_ids[message.channel_id], message.log_time, message.data,
-                message.publish_time, message.sequence,
+        elif opcode == _OP_CHANNEL and record.id not in self.channels:
+            channel_id = self.writer.register_channel(
+                record.topic, record.message_encoding, self.schemas.get(record.schema_id, 0),
+                dict(record.metadata),
             )  # fmt: skip
-            topic = channels[message.channel_id].topic
+            self.channels[record.id] = (channel_id, record.topic)
+        elif opcode == _OP_MESSAGE and record.channel_id in self.channels:
+            channel_id, topic = self.channels[record.channel_id]
+            self.writer.add_message(
+                channel_id, record.log_time, record.data, record.publish_time, record.sequence
+            )
+            report = self.report
             report.per_topic[topic] = report.per_topic.get(topic, 0) + 1
             report.messages += 1
             report.messages_from_cut_chunk += int(cut)
-        if kept:
-            report.first_ns = min(m.log_time for m, _ in kept)
-            report.last_ns = max(m.log_time for m, _ in kept)
-        writer.add_metadata(
+            report.first_ns = min(report.first_ns or record.log_time, record.log_time)
+            report.last_ns = max(report.last_ns, record.log_time)
+
+    def finish(self) -> None:
+        report = self.report
+        self.writer.add_metadata(
             "qwen_vla_salvage",
             {"source": report.source.name, "source_bytes": str(report.file_bytes),
              "used_bytes": str(report.used_bytes), "messages": str(report.messages)},
         )  # fmt: skip
-        writer.finish()
+        self.writer.finish()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
