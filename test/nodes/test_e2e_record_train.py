@@ -50,8 +50,9 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     assert wait_for(lambda: not recorder.writer.episode_open, timeout_s=10)
     recorder.on_shutdown()
     print("\n".join(f"{topic}: {stats}" for topic, stats in recorder.stats.items()))
-    # The recorder itself drops nothing; samples a best-effort publisher never delivered
-    # ("lost in transport") are counted in the file but are not the recorder's to prevent.
+    # The recorder itself drops nothing. Samples the publishers never delivered ("lost in
+    # transport": best-effort sensors, or a shallow keep-last history overwritten before a
+    # loaded reader caught up) are counted in the file; conversion bridges those gaps.
     dropped = {t: s["dropped_queue_full"] for t, s in recorder.stats.items() if s["dropped_queue_full"]}
     assert not dropped, f"the recorder dropped messages: {dropped}"
     assert all(s["written"] == s["received"] for s in recorder.stats.values()), recorder.stats
