@@ -16,6 +16,7 @@ resumed run are those the uninterrupted run would have used.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -95,7 +96,31 @@ def make_accelerator(config: StageConfig, cpu: bool = False):
 
     cpu = cpu or not torch.accelerator.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.freeze != "all")]
-    return Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    accelerator = Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    if cpu and accelerator.num_processes > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        shard_cpu_processes(accelerator)
+    return accelerator
+
+
+def shard_cpu_processes(accelerator) -> None:
+    """FSDP over a gloo group of CPU processes, as configured by ``accelerate launch``.
+
+    accelerate builds its FSDP state only for accelerator devices: on CPU it silently falls
+    back to data parallelism and ignores the FSDP settings. The processes are already one
+    gloo group, so switching the shared state to FSDP, with the plugin read from the launch
+    configuration (``FSDP_*`` variables), makes ``prepare``, ``save_state`` and
+    ``get_state_dict`` take accelerate's own FSDP paths (what the CPU test runs).
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise TrainingError("FSDP on CPU processes needs fsdp_version: 2 (FSDP1 shards on accelerator devices only)")
+    accelerator.state.fsdp_plugin = plugin
+    # every later AcceleratorState() copies the process state over its own: set both
+    PartialState().distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
 
 
 @dataclass
@@ -271,9 +296,16 @@ class Trainer:
                 loss = self.model(batch, generator=generator, step=None)["action_loss"]
                 size = float(len(batch["instructions"])) if index < len(self.val_batches) else 0.0
                 total += torch.stack([loss.float() * size, torch.tensor(size, device=total.device)])
+            self._reshard()  # the EMA swaps weights back on the shards
         set_train_mode(self.policy, self.config.freeze, self.config.text_only)
         total = self.accelerator.reduce(total, reduction="sum")
         return float(total[0] / total[1])
+
+    def _reshard(self) -> None:
+        """FSDP2 keeps the root unit's weights gathered after a forward without backward;
+        shard them again so code that swaps weights (the EMA) sees the sharded tensors."""
+        if hasattr(self.model, "reshard"):
+            self.model.reshard()
 
     # -- saving ---------------------------------------------------------------------------
     def export(self, directory: Path) -> Path:
