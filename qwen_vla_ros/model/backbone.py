@@ -198,9 +198,15 @@ class QwenBackbone(nn.Module):
             prepared["pixel_values"] = prepared["pixel_values"].to(self.dtype)
         return prepared
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> BackboneFeatures:
-        """Run the language model over the prepared prompt once; no cache is kept."""
-        outputs = self.model.model(
+    def forward(
+        self, inputs: dict[str, torch.Tensor], language_model: nn.Module | None = None
+    ) -> BackboneFeatures:
+        """Run the language model over the prepared prompt once; no cache is kept.
+
+        ``language_model``: a stand-in for ``self.model.model`` with the same weights (the
+        fast path's compiled module).
+        """
+        outputs = (self.model.model if language_model is None else language_model)(
             **inputs,
             use_cache=False,
             output_hidden_states=self.feature_layers is not None,
