@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from qwen_vla_ros.embodiment import load_embodiment
@@ -87,3 +88,17 @@ def test_fsdp_with_lora_bf16_frozen_weights_and_checkpointing_exports_a_merged_p
         "total_parameters"]
     assert not any(".lora_" in key for key in QwenVLAPolicy.from_pretrained(output / "final").state_dict())
     _predicts(output / "final", embodiment_files["aloha_small"])
+
+
+def test_fsdp1_on_cpu_processes_is_refused_with_a_reason(monkeypatch):
+    from types import SimpleNamespace
+
+    from qwen_vla_ros.training.errors import TrainingError
+    from qwen_vla_ros.training.trainer import shard_cpu_processes
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    state = SimpleNamespace()
+    with pytest.raises(TrainingError, match="fsdp_version: 2"):
+        shard_cpu_processes(SimpleNamespace(state=state))
+    assert not hasattr(state, "distributed_type")  # nothing switched
