@@ -1,6 +1,7 @@
 """ament_python package definition; works under colcon and under pip in a virtual environment."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -27,6 +28,11 @@ setup(
         (f"share/{PACKAGE}/config/params", glob("config/params/*.yaml")),
         (f"share/{PACKAGE}/config/accelerate", glob("config/accelerate/*.yaml")),
         (f"share/{PACKAGE}/config/training", glob("config/training/*.yaml")),
+        # shipped checkpoints (models/<name>/..., subfolders included)
+        *[
+            (f"share/{PACKAGE}/{folder}", [f for f in glob(f"{folder}/*") if Path(f).is_file()])
+            for folder in sorted({str(Path(f).parent) for f in glob("models/**/*", recursive=True) if Path(f).is_file()})
+        ],
     ],
     install_requires=["setuptools"],
     python_requires=">=3.10",

@@ -43,6 +43,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "collect": (
+        "qwen_vla_ros.demonstrations",
+        "run a simulated task's scripted expert for N episodes into a LeRobot v3.0 dataset",
+        "add_arguments",
+        "run",
+    ),
     "train": (
         "qwen_vla_ros.training.cli",
         "train one stage (t2a, cpt, sft or rl) on one CPU, one GPU or many (accelerate launch)",

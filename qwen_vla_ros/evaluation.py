@@ -34,6 +34,7 @@ class EpisodeRecord:
     frames: dict[str, list[tuple[float, np.ndarray]]] = field(default_factory=dict)
     clipped_commands: int = 0
     success: bool = False
+    wrong_object: bool = False  # colour tasks: an object the instruction did not name was acted on
     reward: float = 0.0
     start_time: float = 0.0
     end_time: float = 0.0
@@ -94,8 +95,72 @@ def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) ->
         **_tracked_twist_summary(record),
         "smoothness_in_step_limits": smoothness(record, embodiment),
         "success": bool(record.success),
+        "wrong_object": bool(record.wrong_object),
         "reward": record.reward,
     }
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sensible at 0 and n successes too)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def rate(flags: list[bool]) -> dict[str, float | int]:
+    """Rate of True with its 95% Wilson interval and the count."""
+    hits, n = int(sum(bool(f) for f in flags)), len(flags)
+    low, high = wilson_interval(hits, n)
+    return {"rate": hits / n if n else 0.0, "ci95": [round(low, 3), round(high, 3)], "successes": hits, "episodes": n}
+
+
+def task_report(episodes: list[dict]) -> dict:
+    """Success (and wrong-object) rates overall and per instruction, from per-episode summaries."""
+    by_instruction: dict[str, list[dict]] = {}
+    for episode in episodes:
+        by_instruction.setdefault(episode["instruction"], []).append(episode)
+    return {
+        "success": rate([e["success"] for e in episodes]),
+        "wrong_object": rate([e.get("wrong_object", False) for e in episodes]),
+        "per_instruction": {
+            text: {"success": rate([e["success"] for e in group]), "wrong_object": rate([e.get("wrong_object", False) for e in group])}
+            for text, group in sorted(by_instruction.items())
+        },
+    }
+
+
+def write_video(record: EpisodeRecord, path: Path, height: int = 240) -> int:
+    """The episode's camera views side by side as an mp4 (at the first camera's frame times);
+    returns the number of frames written (0 when no camera frame was recorded)."""
+    import cv2
+
+    from .data.video import VideoFileWriter, choose_codec
+
+    cameras = sorted(c for c, frames in record.frames.items() if frames)
+    if not cameras:
+        return 0
+    times = {c: np.asarray([t for t, _ in record.frames[c]]) for c in cameras}
+    clock = record.frames[cameras[0]]
+    width = 0
+    tiles_at = []
+    for t, _ in clock:
+        tiles = []
+        for camera in cameras:
+            k = max(0, int(np.searchsorted(times[camera], t, side="right")) - 1)
+            image = record.frames[camera][k][1]
+            tiles.append(cv2.resize(image, (2 * round(height * image.shape[1] / image.shape[0] / 2), height)))
+        frame = np.concatenate(tiles, axis=1)
+        width = frame.shape[1]
+        tiles_at.append(frame)
+    fps = (len(clock) - 1) / max(clock[-1][0] - clock[0][0], 1e-6) if len(clock) > 1 else 10.0
+    writer = VideoFileWriter(path, round(fps, 3), (height, width), choose_codec())
+    for frame in tiles_at:
+        writer.add(frame)
+    writer.close()
+    return len(tiles_at)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -4,7 +4,9 @@
 * :mod:`.msg_definitions` -- complete ``ros2msg`` definitions from the installed share folders.
 * :mod:`.images` -- sensor_msgs Image / CompressedImage fields to RGB, and the shared resize.
 * :mod:`.convert` -- recordings to a LeRobot v3.0 dataset on an embodiment's control grid.
-* :mod:`.lerobot_v3` -- the atomic v3.0 writer; :mod:`.layout` the format's paths and readers.
+* :mod:`.lerobot_v3` -- the atomic v3.0 writer; :mod:`.layout` the format's paths and readers;
+  :mod:`.stats` LeRobot's statistics; :mod:`.feature_map` which dataset feature feeds which
+  joint or camera of an embodiment (datasets from LeRobot's recorders).
 * :mod:`.dataset` -- :class:`LeRobotV3Dataset`, the torch Dataset of training samples
   (imported lazily, it needs torch).
 * :mod:`.synthetic` -- a small learnable synthetic dataset for tests and benchmarks.

@@ -5,6 +5,10 @@ and the chunk of the next ``horizon`` actions (t .. t+H-1), all in the
 embodiment's model units. Past the episode end the last action repeats and
 ``action_is_pad`` is True (see :mod:`.chunks` for waypoint groups).
 
+Datasets from LeRobot's own recorders are read as they are: motor names are matched
+to the embodiment (:mod:`.feature_map`), and cameras may be videos or ``image``
+features (PNG/JPEG cells in the data files).
+
 Video decoding is the cost: with ``decode="episode"`` (default) a camera's whole
 episode segment is decoded in one forward pass on first use and kept in an LRU
 cache bounded by ``cache_mb``; :class:`EpisodeBlockSampler` orders a shuffled
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,21 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..embodiment import Embodiment
+from ..embodiment.schema import DatasetNames
 from . import layout as L
 from .chunks import action_chunk, all_chunks, integrate_steps, slice_key, waypoint_slices
 from .errors import DatasetError
-from .stats import array_stats, load_stats, stats_to_model_units, write_stats
+from .feature_map import resolve_features
+from .images import ImageConversionError, compressed_to_rgb, resize_rgb
+from .stats import (
+    STAT_NAMES,
+    array_stats,
+    load_stats,
+    select_dimensions,
+    stats_to_model_units,
+    with_blocks_from,
+    write_stats,
+)
 from .video import VideoError, decode_frame, decode_frames
 
 
@@ -37,11 +52,14 @@ class LeRobotV3Dataset(Dataset):
 
     Args:
         root: the dataset folder (holding meta/, data/, videos/).
-        embodiment: the robot the dataset was recorded on; its action layout, rate and
-            camera sizes must match the dataset (else :class:`DatasetError`).
+        embodiment: the robot the dataset was recorded on; its action layout and rate
+            must match the dataset (else :class:`DatasetError`); images are resized to
+            its camera sizes.
         horizon: actions per chunk (default: the embodiment's chunk_horizon).
         cameras: camera names to load (default: the embodiment's cameras present in the
             dataset; a required one that is missing is an error).
+        names: dataset names of joints and cameras, on top of the embodiment file's
+            ``dataset_names`` (``{"joints": {"arm/j1": "j1.pos"}, "cameras": {...}}``).
         episodes: episode indices to use (e.g. a train/validation split); default all.
         decode: ``"episode"`` (decode segments once, cache) or ``"frame"`` (seek per sample).
         cache_mb: memory bound of the decoded-frame cache, MiB (per process / worker).
@@ -57,6 +75,7 @@ class LeRobotV3Dataset(Dataset):
         episodes: Sequence[int] | None = None,
         decode: str = "episode",
         cache_mb: float = 2048,
+        names: DatasetNames | Mapping | None = None,
     ):
         if decode not in ("episode", "frame"):
             raise ValueError(f"decode must be 'episode' or 'frame', not {decode!r}")
@@ -66,8 +85,9 @@ class LeRobotV3Dataset(Dataset):
         self.decode = decode
         self.info = L.read_info(self.root)
         self.fps = float(self.info["fps"])
-        self._check_layout()
-        self.cameras = self._pick_cameras(cameras)
+        self._check_rate()
+        self.features = resolve_features(self.info, embodiment, cameras, names)
+        self.cameras = list(self.features.camera_keys)
         self.image_sizes = {c: self._image_size(c) for c in self.cameras}
         self.tasks = L.read_tasks(self.root)
         self.episodes = L.read_episodes(self.root)
@@ -89,8 +109,9 @@ class LeRobotV3Dataset(Dataset):
         columns = L.read_frames(
             self.root, [L.STATE_KEY, L.ACTION_KEY, "episode_index", "frame_index", "task_index"]
         )
-        self._state = columns[L.STATE_KEY].astype(np.float64)
-        self._action = columns[L.ACTION_KEY].astype(np.float64)
+        # Columns in the embodiment's order, whatever the dataset's order.
+        self._state = columns[L.STATE_KEY][:, self.features.state_index].astype(np.float64)
+        self._action = columns[L.ACTION_KEY][:, self.features.action_index].astype(np.float64)
         self._task_index = columns["task_index"].astype(np.int64)
         self._check_rows(columns)
 
@@ -103,23 +124,7 @@ class LeRobotV3Dataset(Dataset):
         return np.concatenate(ranges).astype(np.int64) if ranges else np.zeros(0, np.int64)
 
     # -- checks ----------------------------------------------------------------------
-    def _check_layout(self) -> None:
-        features = self.info["features"]
-        names = self.embodiment.action_names
-        for key in (L.STATE_KEY, L.ACTION_KEY):
-            feature = features.get(key)
-            if feature is None:
-                raise DatasetError("the dataset has no such feature", field=key)
-            if list(feature.get("shape", [])) != [len(names)]:
-                raise DatasetError(
-                    f"wrong dimension: shape {feature.get('shape')}, embodiment "
-                    f"'{self.embodiment.name}' has {len(names)} actions",
-                    field=key,
-                )
-            if feature.get("names") and list(feature["names"]) != names:
-                raise DatasetError(
-                    f"names {feature['names']} differ from the embodiment's {names}", field=key
-                )
+    def _check_rate(self) -> None:
         if abs(self.fps - self.embodiment.control_rate_hz) > 1e-6:
             raise DatasetError(
                 f"dataset fps {self.fps} Hz differs from the embodiment's control rate "
@@ -127,30 +132,11 @@ class LeRobotV3Dataset(Dataset):
                 field="fps",
             )
 
-    def _pick_cameras(self, cameras: Sequence[str] | None) -> list[str]:
-        stored = {
-            k[len(L.IMAGE_PREFIX) :] for k in self.info["features"] if k.startswith(L.IMAGE_PREFIX)
-        }
-        if cameras is not None:
-            missing = [c for c in cameras if c not in stored]
-            if missing:
-                raise DatasetError(
-                    f"missing camera (stored: {sorted(stored)})", field=L.image_key(missing[0])
-                )
-            return list(cameras)
-        for spec in self.embodiment.cameras:
-            if spec.required and spec.name not in stored:
-                raise DatasetError(
-                    f"missing camera: required by '{self.embodiment.name}', stored are {sorted(stored)}",
-                    field=L.image_key(spec.name),
-                )
-        return [c for c in self.embodiment.camera_names if c in stored]
-
     def _image_size(self, camera: str) -> tuple[int, int]:
         for spec in self.embodiment.cameras:
             if spec.name == camera:
                 return tuple(spec.image_size)
-        shape = self.info["features"][L.image_key(camera)]["shape"]
+        shape = self.info["features"][self.features.camera_keys[camera]]["shape"]
         return int(shape[0]), int(shape[1])
 
     def _check_rows(self, columns: dict[str, np.ndarray]) -> None:
@@ -232,58 +218,107 @@ class LeRobotV3Dataset(Dataset):
             }
         return self._poses[episode]
 
-    # -- video -------------------------------------------------------------------------
+    # -- images ------------------------------------------------------------------------
     def _image(self, episode: int, camera: str, frame: int) -> np.ndarray:
-        if self.decode == "frame":
-            path, start, _ = L.video_location(self.episodes[episode], camera)
+        key = self.features.camera_keys[camera]
+        if self.decode == "frame" and self.features.camera_dtypes[key] == "video":
+            path, start, _ = L.video_location(self.episodes[episode], key)
             try:
                 return decode_frame(
                     self.root / path, start + frame / self.fps, self.fps, self.image_sizes[camera]
                 )
             except VideoError as exc:
-                raise DatasetError(str(exc), episode=episode, field=L.image_key(camera)) from exc
+                raise DatasetError(str(exc), episode=episode, field=key) from exc
+        if self.decode == "frame":  # an image feature: decode one cell, cache nothing
+            cells = L.image_cells(self.root, self.episodes[episode], key)
+            return self._decode_cells(episode, key, cells[frame : frame + 1], camera)[0]
         # A copy: callers may edit samples in place (augmentation), the cache must not change.
         return self.episode_frames(episode, camera)[frame].copy()
 
     def episode_frames(self, episode: int, camera: str) -> np.ndarray:
         """All frames of one episode and camera, (T, H, W, 3) uint8 at the model size (cached)."""
-        key = (episode, camera)
-        cached = self._cache.get(key)
+        cache_key = (episode, camera)
+        cached = self._cache.get(cache_key)
         if cached is not None:
-            self._cache.move_to_end(key)
+            self._cache.move_to_end(cache_key)
             self.cache_hits += 1
             return cached
         self.cache_misses += 1
         meta = self.episodes[episode]
-        path, start, _ = L.video_location(meta, camera)
-        try:
-            frames = decode_frames(
-                self.root / path, start, int(meta["length"]), self.fps, self.image_sizes[camera]
-            )
-        except VideoError as exc:
-            raise DatasetError(str(exc), episode=episode, field=L.image_key(camera)) from exc
-        self._cache[key] = frames
+        key = self.features.camera_keys[camera]
+        if self.features.camera_dtypes[key] == "image":
+            cells = L.image_cells(self.root, meta, key)
+            frames = self._decode_cells(episode, key, cells, camera)
+        else:
+            path, start, _ = L.video_location(meta, key)
+            try:
+                frames = decode_frames(
+                    self.root / path, start, int(meta["length"]), self.fps, self.image_sizes[camera]
+                )
+            except VideoError as exc:
+                raise DatasetError(str(exc), episode=episode, field=key) from exc
+        self._cache[cache_key] = frames
         self._cache_bytes += frames.nbytes
         while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
             _, dropped = self._cache.popitem(last=False)
             self._cache_bytes -= dropped.nbytes
         return frames
 
+    def _decode_cells(self, episode: int, key: str, cells: list, camera: str) -> np.ndarray:
+        """Image-feature cells ({"bytes": PNG/JPEG, "path": file}) to (N, H, W, 3) uint8."""
+        size = self.image_sizes[camera]
+        out = np.empty((len(cells), *size, 3), dtype=np.uint8)
+        for number, cell in enumerate(cells):
+            data = (cell or {}).get("bytes")
+            try:
+                if data is None and (cell or {}).get("path"):
+                    data = (self.root / cell["path"]).read_bytes()
+                if data is None:
+                    raise ImageConversionError("the cell holds neither bytes nor a path")
+                out[number] = resize_rgb(compressed_to_rgb("image", data), size)
+            except (ImageConversionError, OSError) as exc:
+                raise DatasetError(f"image {number}: {exc}", episode=episode, field=key) from None
+        return out
+
     # -- statistics --------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """State and action statistics in model units (from meta/stats.json)."""
+        """State and action statistics in model units and the embodiment's order.
+
+        From meta/stats.json; where it lacks a feature or a statistic (datasets of older
+        LeRobot versions), from this dataset's rows.
+        """
         if not hasattr(self, "_stats"):
-            stored = load_stats(self.root / L.STATS_PATH)
-            # model = (rig - offset) * sign, per dimension (embodiment calibration)
-            sign = np.array([j.sign for j in self.embodiment.joints], dtype=np.float64)
-            offset = np.array([j.offset for j in self.embodiment.joints], dtype=np.float64)
+            path = self.root / L.STATS_PATH
+            stored = load_stats(path) if path.exists() else {}
             self._stats = {}
-            for key in (L.STATE_KEY, L.ACTION_KEY):
-                if key not in stored:
-                    raise DatasetError("meta/stats.json has no entry", field=key)
-                self._stats[key] = stats_to_model_units(stored[key], sign, offset)
+            for key, index, rows in (
+                (L.STATE_KEY, self.features.state_index, self._state),
+                (L.ACTION_KEY, self.features.action_index, self._action),
+            ):
+                values = stored.get(key, {})
+                if all(name in values for name in STAT_NAMES):
+                    values = select_dimensions(values, index)
+                else:
+                    values = self._row_stats(key, rows)
+                # model = (rig - offset) * sign, per dimension (embodiment calibration)
+                self._stats[key] = stats_to_model_units(
+                    values,
+                    np.array([j.sign for j in self.embodiment.joints], dtype=np.float64),
+                    np.array([j.offset for j in self.embodiment.joints], dtype=np.float64),
+                )
         return self._stats
+
+    def _row_stats(self, key: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics of every row (rig units); waypoint actions: of their chunk values."""
+        if key != L.ACTION_KEY or not self._waypoints:
+            return array_stats(rows)
+        return _with_chunk_stats(
+            array_stats(rows),
+            [rows[e["dataset_from_index"] : e["dataset_to_index"]] for e in self.episodes],
+            self.horizon,
+            self._waypoints,
+        )
 
     def episode_length(self, episode: int) -> int:
         return int(self.episodes[episode]["length"])
@@ -334,35 +369,45 @@ class EpisodeBlockSampler(Sampler[int]):
             yield from positions
 
 
+def _with_chunk_stats(
+    stats: dict[str, np.ndarray],
+    episodes: list[np.ndarray],
+    horizon: int,
+    blocks: tuple[slice, ...],
+) -> dict[str, np.ndarray]:
+    """Action statistics whose waypoint dimensions are those of the episodes' chunk values."""
+    chunks = np.concatenate([all_chunks(e, horizon, blocks) for e in episodes])
+    return with_blocks_from(stats, array_stats(chunks), blocks)
+
+
 def recompute_stats(
-    root: str | Path, embodiment: Embodiment, horizon: int | None = None
+    root: str | Path,
+    embodiment: Embodiment,
+    horizon: int | None = None,
+    names: DatasetNames | Mapping | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Recompute state/action statistics over the data files and rewrite meta/stats.json.
 
-    Image statistics already in the file are kept. Waypoint dimensions get the statistics
-    of their chunk values (what the model sees), other dimensions those of the rows.
+    Other features' statistics already in the file are kept. Values stay in the
+    dataset's order and units; waypoint dimensions get the statistics of their chunk
+    values (what the model sees), other dimensions those of the rows.
     """
     root = Path(root)
+    features = resolve_features(L.read_info(root), embodiment, cameras=[], names=names)
     columns = L.read_frames(root, [L.STATE_KEY, L.ACTION_KEY])
     stats = load_stats(root / L.STATS_PATH) if (root / L.STATS_PATH).exists() else {}
     stats[L.STATE_KEY] = array_stats(columns[L.STATE_KEY])
     stats[L.ACTION_KEY] = array_stats(columns[L.ACTION_KEY])
     blocks = waypoint_slices(embodiment)
     if blocks:
-        horizon = int(horizon or embodiment.chunk_horizon)
-        chunks = [
-            all_chunks(
-                columns[L.ACTION_KEY][e["dataset_from_index"] : e["dataset_to_index"]],
-                horizon,
-                blocks,
-            )
-            for e in L.read_episodes(root)
-        ]
-        chunk_stats = array_stats(np.concatenate(chunks))
+        ordered = columns[L.ACTION_KEY][:, features.action_index]  # the embodiment's order
+        episodes = [ordered[e["dataset_from_index"] : e["dataset_to_index"]] for e in L.read_episodes(root)]
+        chunked = _with_chunk_stats(
+            array_stats(ordered), episodes, int(horizon or embodiment.chunk_horizon), blocks
+        )
         for name, values in stats[L.ACTION_KEY].items():
-            for block in blocks:
-                if name != "count":
-                    values[block] = chunk_stats[name][block]
+            if name != "count":
+                values[features.action_index] = chunked[name]
     tmp = root / (L.STATS_PATH + ".tmp")
     write_stats(tmp, stats)
     tmp.replace(root / L.STATS_PATH)

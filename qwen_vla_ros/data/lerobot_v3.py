@@ -5,6 +5,11 @@ to the dataset folder only after every file is written and every video verified.
 On any error the partial folder is deleted, so a failed conversion leaves nothing
 that looks like a dataset. Bad episodes raise :class:`DatasetError` naming the
 episode and the field.
+
+What LeRobot's own tools expect is kept: every feature has per-episode statistics in
+the ``stats/<feature>/<stat>`` columns of meta/episodes (see :mod:`.stats`), info.json
+holds only LeRobot's keys (with each video's encoder settings), and this package's own
+notes go to meta/qwen_vla.json.
 """
 
 from __future__ import annotations
@@ -24,11 +29,20 @@ import pyarrow.parquet as pq
 from . import layout as L
 from .chunks import all_chunks
 from .errors import DatasetError
-from .stats import array_stats, image_stats, write_stats
-from .video import CODECS, PIX_FMT, VideoError, VideoFileWriter, choose_codec, count_frames
+from .stats import array_stats, channel_histograms, histogram_stats, with_blocks_from, write_stats
+from .video import (
+    CODECS,
+    DEFAULT_CRF,
+    DEFAULT_GOP,
+    VideoError,
+    VideoFileWriter,
+    choose_codec,
+    count_frames,
+    encoder_settings,
+)
 
 _MB = 1024 * 1024
-_IMAGE_SAMPLES_PER_EPISODE = 8  # frames per camera and episode kept for image statistics
+_STATS_PIXELS_PER_SIDE = 64  # colour statistics look at about this many pixels per image side
 
 
 @dataclass
@@ -67,8 +81,14 @@ class LeRobotV3Writer:
         cameras: camera name -> stored (height, width) px.
         robot_type: stored in info.json (the embodiment name).
         codec: a PyAV encoder (default: :func:`choose_codec`).
+        crf: video quality (lower is better; LeRobot's default 30).
         horizon: chunk length used for the statistics of waypoint dimensions.
         waypoint_slices: action slices stored as one-step motions (see :mod:`.chunks`).
+        gop: frames between video keyframes (LeRobot's default 2: fast random access).
+        metadata: this package's notes on the dataset (embodiment, source), written to
+            meta/qwen_vla.json (never into info.json, which LeRobot rewrites).
+        extra_info: older spelling of ``metadata`` as ``{"qwen_vla": {...}}``; other keys
+            are refused (info.json keeps LeRobot's keys only).
     """
 
     def __init__(
@@ -80,7 +100,7 @@ class LeRobotV3Writer:
         cameras: dict[str, tuple[int, int]],
         robot_type: str = "",
         codec: str | None = None,
-        crf: int = 30,
+        crf: int = DEFAULT_CRF,
         overwrite: bool = False,
         horizon: int = 1,
         waypoint_slices: tuple[slice, ...] = (),
@@ -88,6 +108,8 @@ class LeRobotV3Writer:
         video_file_mb: float = L.DEFAULT_VIDEO_FILE_MB,
         chunks_size: int = L.DEFAULT_CHUNKS_SIZE,
         extra_info: dict[str, Any] | None = None,
+        gop: int = DEFAULT_GOP,
+        metadata: dict[str, Any] | None = None,
     ):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
@@ -97,7 +119,8 @@ class LeRobotV3Writer:
         self.codec = codec or choose_codec()
         self.waypoint_slices = tuple(waypoint_slices)
         self._limits = (data_file_mb * _MB, video_file_mb * _MB, int(chunks_size))
-        self._extra_info = dict(extra_info or {})
+        self.gop = int(gop)
+        self.metadata = L.package_metadata(metadata, extra_info)
         self._tmp = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
         self._tmp.mkdir(parents=True)
         self._tasks: dict[str, int] = {}
@@ -108,7 +131,7 @@ class LeRobotV3Writer:
         self._states: list[np.ndarray] = []
         self._actions: list[np.ndarray] = []
         self._action_chunks: list[np.ndarray] = []
-        self._image_samples: dict[str, list[np.ndarray]] = {c: [] for c in self.cameras}
+        self._image_histograms = {c: np.zeros((3, 256), np.int64) for c in self.cameras}
         self._frames = 0
         self._done = False
 
@@ -136,8 +159,10 @@ class LeRobotV3Writer:
         task_index = self._tasks.setdefault(episode.task, len(self._tasks))
         if sum(t.nbytes for t in self._pending) >= self._limits[0]:
             self._flush_data()  # episodes never straddle data files
-        self._append_rows(index, state, action, task_index)
-        self._episodes.append(self._episode_row(index, episode.task, length, videos, state, action))
+        table = self._append_rows(index, state, action, task_index)
+        stats = self._stats_of_episode(table, {cam: v[1] for cam, v in videos.items()})
+        locations = {cam: v[0] for cam, v in videos.items()}
+        self._episodes.append(self._episode_row(index, episode.task, length, locations, stats))
         self._frames += length
         return index
 
@@ -179,7 +204,11 @@ class LeRobotV3Writer:
             )
         return arrays[0], arrays[1]
 
-    def _encode(self, camera: str, frames: Iterable[np.ndarray] | None, length: int, label) -> dict:
+    def _encode(
+        self, camera: str, frames: Iterable[np.ndarray] | None, length: int, label
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Append one episode's frames to the camera's video; returns where they are (the
+        episode row's ``videos/...`` entries) and their (3, 256) pixel-level counts."""
         key = L.image_key(camera)
         if frames is None:
             raise DatasetError(
@@ -187,7 +216,8 @@ class LeRobotV3Writer:
             )
         shard = self._video_shard(camera)
         start = shard.writer.frames
-        keep = set(np.linspace(0, length - 1, min(length, _IMAGE_SAMPLES_PER_EPISODE)).astype(int))
+        histograms = np.zeros((3, 256), np.int64)
+        stride = max(1, max(self.cameras[camera]) // _STATS_PIXELS_PER_SIDE)
         count = 0
         for frame in frames:
             if count >= length:
@@ -201,9 +231,7 @@ class LeRobotV3Writer:
                     field=key,
                 )
             shard.writer.add(frame)
-            if count in keep:
-                step = max(1, max(frame.shape[:2]) // 48)  # small copies suffice for colour stats
-                self._image_samples[camera].append(frame[::step, ::step].copy())
+            histograms += channel_histograms(frame, stride)
             count += 1
         if count != length:
             raise DatasetError(
@@ -211,12 +239,14 @@ class LeRobotV3Writer:
             )
         path = shard.writer.path
         shard.expected[path] = shard.writer.frames
-        return {
+        self._image_histograms[camera] += histograms
+        location = {
             f"videos/{key}/chunk_index": shard.chunk_index,
             f"videos/{key}/file_index": shard.file_index,
             f"videos/{key}/from_timestamp": start / self.fps,
             f"videos/{key}/to_timestamp": (start + length) / self.fps,
         }
+        return location, histograms
 
     def _video_shard(self, camera: str) -> _VideoShard:
         """The open video file for a camera; a new one once the current file is large."""
@@ -234,14 +264,14 @@ class LeRobotV3Writer:
             video_key=L.image_key(camera), chunk_index=chunk, file_index=file
         )
         writer = VideoFileWriter(
-            self._tmp / relative, self.fps, self.cameras[camera], self.codec, self.crf
+            self._tmp / relative, self.fps, self.cameras[camera], self.codec, self.crf, self.gop
         )
         self._videos[camera] = _VideoShard(writer, chunk, file, expected)
         return self._videos[camera]
 
     def _append_rows(
         self, index: int, state: np.ndarray, action: np.ndarray, task_index: int
-    ) -> None:
+    ) -> pa.Table:
         length, width = state.shape
         frame_index = np.arange(length, dtype=np.int64)
         table = pa.table(
@@ -264,8 +294,31 @@ class LeRobotV3Writer:
         self._actions.append(action)
         if self.waypoint_slices:
             self._action_chunks.append(all_chunks(action, self.horizon, self.waypoint_slices))
+        return table
 
-    def _episode_row(self, index, task, length, videos, state, action) -> dict[str, Any]:
+    def _stats_of_episode(
+        self, table: pa.Table, histograms: dict[str, np.ndarray]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Every feature's statistics over one episode, in info.json's feature order."""
+        action_chunks = self._action_chunks[-1] if self.waypoint_slices else None
+        stats = {
+            L.STATE_KEY: array_stats(self._states[-1]),
+            L.ACTION_KEY: self._action_stats(self._actions[-1], action_chunks),
+        }
+        for camera, counts in histograms.items():
+            stats[L.image_key(camera)] = histogram_stats(counts, table.num_rows)
+        for key in L.INDEX_KEYS:
+            stats[key] = array_stats(table.column(key).to_numpy())
+        return stats
+
+    def _action_stats(self, actions: np.ndarray, chunks: np.ndarray | None) -> dict:
+        """Action statistics; waypoint dimensions: those of their chunk values."""
+        stats = array_stats(actions)
+        if chunks is None:
+            return stats
+        return with_blocks_from(stats, array_stats(chunks), self.waypoint_slices)
+
+    def _episode_row(self, index, task, length, videos, stats) -> dict[str, Any]:
         row: dict[str, Any] = {
             "episode_index": index,
             "tasks": [task],
@@ -278,8 +331,8 @@ class LeRobotV3Writer:
             "meta/episodes/chunk_index": 0,
             "meta/episodes/file_index": 0,
         }
-        for key, values in ((L.STATE_KEY, state), (L.ACTION_KEY, action)):
-            for name, value in array_stats(values).items():
+        for key, values in stats.items():
+            for name, value in values.items():
                 row[f"stats/{key}/{name}"] = np.asarray(value).tolist()
         return row
 
@@ -335,28 +388,32 @@ class LeRobotV3Writer:
         write_stats(self._tmp / L.STATS_PATH, self._dataset_stats())
         info = self._info(len(tasks))
         (self._tmp / L.INFO_PATH).write_text(json.dumps(info, indent=4), encoding="utf-8")
+        if self.metadata:
+            (self._tmp / L.PACKAGE_META_PATH).write_text(
+                json.dumps(self.metadata, indent=4), encoding="utf-8"
+            )
 
     def _dataset_stats(self) -> dict[str, dict[str, np.ndarray]]:
-        states, actions = np.concatenate(self._states), np.concatenate(self._actions)
-        action_stats = array_stats(actions)
-        if self.waypoint_slices:
-            chunk_stats = array_stats(np.concatenate(self._action_chunks))
-            for block in self.waypoint_slices:
-                for name in action_stats:
-                    if name != "count":
-                        action_stats[name][block] = chunk_stats[name][block]
+        """Exact statistics over every frame (LeRobot's own aggregation of the per-episode
+        statistics can only bound quantiles)."""
+        chunks = np.concatenate(self._action_chunks) if self.waypoint_slices else None
+        stats = {
+            L.STATE_KEY: array_stats(np.concatenate(self._states)),
+            L.ACTION_KEY: self._action_stats(np.concatenate(self._actions), chunks),
+        }
+        for camera, counts in self._image_histograms.items():
+            stats[L.image_key(camera)] = histogram_stats(counts, self._frames)
         lengths = [len(s) for s in self._states]
         frame_index = np.concatenate([np.arange(n) for n in lengths])
-        stats = {L.STATE_KEY: array_stats(states), L.ACTION_KEY: action_stats}
-        stats["timestamp"] = array_stats((frame_index / self.fps)[:, None])
-        stats["frame_index"] = array_stats(frame_index[:, None])
-        stats["episode_index"] = array_stats(np.repeat(np.arange(len(lengths)), lengths)[:, None])
-        stats["index"] = array_stats(np.arange(self._frames)[:, None])
-        stats["task_index"] = array_stats(
-            np.array([self._tasks[e["tasks"][0]] for e in self._episodes]).repeat(lengths)[:, None]
-        )
-        for camera, samples in self._image_samples.items():
-            stats[L.image_key(camera)] = image_stats(np.stack(samples))
+        task_of_episode = [self._tasks[e["tasks"][0]] for e in self._episodes]
+        columns = {
+            "timestamp": (frame_index / self.fps).astype(np.float32),
+            "frame_index": frame_index,
+            "episode_index": np.repeat(np.arange(len(lengths)), lengths),
+            "index": np.arange(self._frames),
+            "task_index": np.repeat(task_of_episode, lengths),
+        }
+        stats.update({key: array_stats(values) for key, values in columns.items()})
         return stats
 
     def _info(self, total_tasks: int) -> dict[str, Any]:
@@ -372,11 +429,11 @@ class LeRobotV3Writer:
                     "video.height": height,
                     "video.width": width,
                     "video.codec": codec_name,
-                    "video.pix_fmt": PIX_FMT,
-                    "video.is_depth_map": False,
                     "video.fps": _plain_number(self.fps),
                     "video.channels": 3,
                     "has_audio": False,
+                    **encoder_settings(self.codec, self.gop, self.crf),
+                    "is_depth_map": False,
                 },
             }
         features.update(json.loads(json.dumps(L.DEFAULT_FEATURES)))
@@ -394,7 +451,6 @@ class LeRobotV3Writer:
             "data_path": L.DATA_PATH,
             "video_path": L.VIDEO_PATH if self.cameras else None,
             "features": features,
-            **self._extra_info,
         }
 
     def _move_into_place(self) -> None:

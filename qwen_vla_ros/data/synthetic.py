@@ -133,9 +133,7 @@ def write_synthetic_dataset(
         overwrite=overwrite,
         horizon=embodiment.chunk_horizon,
         waypoint_slices=tuple(embodiment.group_slices[g] for g in waypoint_groups),
-        extra_info={
-            "qwen_vla": {"embodiment": embodiment.name, "source": "synthetic", "seed": seed}
-        },
+        metadata={"embodiment": embodiment.name, "source": "synthetic", "seed": seed},
     ) as writer:
         for _ in range(episodes):
             writer.add_episode(synthetic_episode(embodiment, episode_length, sizes, rng, seed))

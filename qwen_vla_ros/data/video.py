@@ -9,6 +9,12 @@ lacks an encoder or decoder.
 
 Frame ``i`` of a file has presentation time ``i / fps``; episodes are concatenated
 in one file and located by ``from_timestamp`` (LeRobot v3.0).
+
+Encoder settings follow LeRobot's defaults (``VideoEncoderConfig``): a keyframe every
+2 frames (``g=2``), ``crf=30``, ``yuv420p``, SVT-AV1 preset 12. A short keyframe
+interval makes a random frame cheap to reach (decode at most one frame before it),
+which is what a shuffled training loader does; the settings are recorded per video
+feature in ``info.json`` as ``video.g``, ``video.crf``, ... (see :func:`encoder_settings`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ CODECS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 PREFERRED_CODECS = ("libsvtav1", "libx264", "mpeg4")
 PIX_FMT = "yuv420p"
+DEFAULT_GOP = 2  # frames between keyframes (LeRobot's default)
+DEFAULT_CRF = 30
+#: Speed/quality preset per encoder (SVT-AV1: LeRobot's default; x264: a fast one).
+PRESETS: dict[str, int | str] = {"libsvtav1": 12, "libaom-av1": 8, "libx264": "veryfast", "h264": "veryfast"}
 
 
 class VideoError(ValueError):
@@ -67,14 +77,31 @@ def choose_codec(preferred: tuple[str, ...] = PREFERRED_CODECS) -> str:
     raise VideoError(f"none of the video codecs {list(preferred)} both encodes and decodes here")
 
 
-def _encoder_options(encoder: str, fps: float, crf: int) -> dict[str, str]:
-    # A keyframe every second bounds the decoding needed to reach any frame.
-    gop = str(max(1, round(fps)))
-    if encoder in ("libsvtav1", "libaom-av1"):
-        return {"g": gop, "crf": str(crf), "preset": "10"}
-    if encoder in ("libx264", "h264"):
-        return {"g": gop, "crf": str(crf), "preset": "veryfast"}
-    return {"g": gop, "q:v": "2"}
+def encoder_settings(encoder: str, gop: int = DEFAULT_GOP, crf: int = DEFAULT_CRF) -> dict:
+    """The encoder settings recorded in info.json, named as LeRobot records them.
+
+    ``video.g`` is the keyframe interval (frames), ``video.crf`` the quality (lower is
+    better; ``None`` for MPEG-4 Part 2, which uses a fixed quantiser instead).
+    """
+    uses_crf = encoder in PRESETS
+    return {
+        "video.pix_fmt": PIX_FMT,
+        "video.g": int(gop),
+        "video.crf": int(crf) if uses_crf else None,
+        "video.preset": PRESETS.get(encoder),
+        "video.fast_decode": 0,
+        "video.video_backend": "pyav",
+        "video.extra_options": {},
+    }
+
+
+def _encoder_options(encoder: str, gop: int, crf: int) -> dict[str, str]:
+    options = {"g": str(max(1, int(gop)))}
+    if encoder in PRESETS:
+        options.update(crf=str(crf), preset=str(PRESETS[encoder]))
+    else:
+        options["q:v"] = "2"  # MPEG-4 Part 2 has no crf: near-lossless fixed quantiser
+    return options
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -88,10 +115,17 @@ class VideoFileWriter:
     Args:
         size_hw: (height, width) px; both even (4:2:0 chroma halves each side).
         crf: constant rate factor (lower = better; 30 is LeRobot's default quality).
+        gop: frames between keyframes (2, LeRobot's default: fast random access).
     """
 
     def __init__(
-        self, path: str | Path, fps: float, size_hw: tuple[int, int], codec: str, crf: int = 30
+        self,
+        path: str | Path,
+        fps: float,
+        size_hw: tuple[int, int],
+        codec: str,
+        crf: int = DEFAULT_CRF,
+        gop: int = DEFAULT_GOP,
     ):
         height, width = int(size_hw[0]), int(size_hw[1])
         if height % 2 or width % 2:
@@ -107,7 +141,7 @@ class VideoFileWriter:
         self._container = av.open(str(self.path), "w")
         rate = fps_fraction(fps)
         self._stream = self._container.add_stream(
-            codec, rate=rate, options=_encoder_options(codec, fps, crf)
+            codec, rate=rate, options=_encoder_options(codec, gop, crf)
         )
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = PIX_FMT

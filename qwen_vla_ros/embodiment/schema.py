@@ -195,6 +195,34 @@ class CommandOutput(_Strict):
         return self
 
 
+class DatasetNames(_Strict):
+    """How datasets recorded elsewhere (LeRobot's recorders) name this robot's features.
+
+    Only needed where the reader's own matching fails (see docs/embodiment.md): a dataset
+    dimension matches ``group/joint`` when its name is ``group/joint`` or, for a joint
+    name used once in the file, ``joint`` or ``joint.pos``; a camera matches
+    ``observation.images.<camera>``.
+    """
+
+    joints: dict[str, str] = Field(
+        default_factory=dict,
+        description="action dimension 'group/joint' -> its name in the dataset's state/action names",
+    )
+    cameras: dict[str, str] = Field(
+        default_factory=dict,
+        description="camera name -> dataset camera ('top' for observation.images.top, or a full key)",
+    )
+
+    @model_validator(mode="after")
+    def _one_to_one(self) -> DatasetNames:
+        for what, mapping in (("joints", self.joints), ("cameras", self.cameras)):
+            values = list(mapping.values())
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"{what}: dataset name(s) {twice} are given to more than one entry")
+        return self
+
+
 class EmbodimentFile(_Strict):
     """The whole file, as written."""
 
@@ -206,3 +234,15 @@ class EmbodimentFile(_Strict):
     state: tuple[StateSource, ...] = Field(min_length=1)
     action: tuple[ActionGroup, ...] = Field(min_length=1)
     outputs: tuple[CommandOutput, ...] = Field(min_length=1)
+    dataset_names: DatasetNames = Field(default_factory=DatasetNames)
+
+    @model_validator(mode="after")
+    def _dataset_names_known(self) -> EmbodimentFile:
+        dims = {f"{g.name}/{j.name}" for g in self.action for j in g.joints}
+        unknown = sorted(set(self.dataset_names.joints) - dims)
+        if unknown:
+            raise ValueError(f"dataset_names.joints: {unknown} are not action dimensions (group/joint)")
+        unknown = sorted(set(self.dataset_names.cameras) - {c.name for c in self.cameras})
+        if unknown:
+            raise ValueError(f"dataset_names.cameras: {unknown} are not cameras of this file")
+        return self

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .processor import ImageOnlyProcessor, PromptSample, build_chat_prompt, load_processor
+from .vision_attention import install_batched_vision_attention
 
 #: model_type -> family name used across the package.
 SUPPORTED_MODEL_TYPES: dict[str, str] = {
@@ -92,6 +93,9 @@ class QwenBackbone(nn.Module):
         super().__init__()
         self.family = model_family(model.config)
         self.model = model
+        # One attention call per image size in the vision tower instead of one per image:
+        # same results, and a batch of small camera images trains many times faster.
+        install_batched_vision_attention(model)
         self.processor = processor
         self.feature_layers = tuple(feature_layers) if feature_layers else None
         self._check_feature_layers()

@@ -63,6 +63,7 @@ class EpisodeMonitor(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_subscription(Bool, "/sim_bridge/success", self._on_success, LATCHED)
         self.create_subscription(Float64, "/sim_bridge/reward", self._on_reward, 10)
+        self.create_subscription(Bool, "/sim_bridge/wrong_object", self._on_wrong_object, LATCHED)
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -155,6 +156,10 @@ class EpisodeMonitor(Node):
     def _on_success(self, msg: Bool) -> None:
         if self._recording:
             self.record.success = self.record.success or bool(msg.data)
+
+    def _on_wrong_object(self, msg: Bool) -> None:
+        if self._recording:
+            self.record.wrong_object = self.record.wrong_object or bool(msg.data)
 
     def _on_reward(self, msg: Float64) -> None:
         if self._recording:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..embodiment import Embodiment, list_shipped_embodiments
+from ..model.shipped import SHIPPED_MODELS, shipped_model_dir
 
 #: The untrained tiny policy, built offline on first use: what runs without real weights.
 TINY = "tiny"
@@ -13,7 +14,7 @@ TINY = "tiny"
 
 def tiny_policy_dir() -> Path:
     cache = Path(os.environ.get("QWEN_VLA_CACHE", Path.home() / ".cache" / "qwen_vla_ros"))
-    return cache / "tiny-untrained-qwen3_5-v1"
+    return cache / "tiny-untrained-qwen3_5-v2"
 
 
 def ensure_tiny_policy(logger=None) -> Path:
@@ -31,14 +32,17 @@ def ensure_tiny_policy(logger=None) -> Path:
 
 
 def load_policy(params: dict, embodiment: Embodiment, logger):
-    """Load ``params['model']`` (folder, hub id or 'tiny') on ``params['device']``."""
+    """Load ``params['model']`` (folder, hub id, a shipped name such as 'sim_demo', or 'tiny')
+    on ``params['device']``."""
     import torch
 
     from ..model.normalization import NormStats
     from ..model.policy import QwenVLAPolicy
 
     source = params["model"]
-    if source == TINY:
+    if source in SHIPPED_MODELS:
+        source = str(shipped_model_dir(source))
+    elif source == TINY:
         source = str(ensure_tiny_policy(logger))
         logger.warning("model: tiny untrained policy (random weights) -- outputs are not a trained skill")
     policy = QwenVLAPolicy.from_pretrained(

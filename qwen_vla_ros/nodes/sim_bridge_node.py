@@ -14,7 +14,11 @@ Topics and services:
     <state topics>, <camera topics>, <command topics>   as in the embodiment file
     ~/success                    std_msgs/Bool (transient-local), task solved
     ~/reward                     std_msgs/Float64, staged task reward
-    ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter)
+    ~/wrong_object               std_msgs/Bool (transient-local), colour tasks: acted on an
+                                 object the instruction did not name
+    ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
+                                 seed: the previous episode's + 1; the first is `seed`)
+    instruction (subscribed)     std_msgs/String: colour tasks score the object it names
 Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/reset.
 """
 
@@ -27,7 +31,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from ..data.images import rgb_to_image_fields
@@ -45,7 +49,7 @@ class SimBridgeNode(Node):
         super().__init__("sim_bridge", **kwargs)
         self.embodiment = declare_embodiment(self, default="aloha_sim")
         params = {
-            "task": "transfer_cube",
+            "task": "",  # default: transfer_cube for arms, drive_to_color for a base alone
             "seed": 0,
             "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
             "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
@@ -58,7 +62,7 @@ class SimBridgeNode(Node):
             self.declare_parameter(name, default)
         self.p = {name: self.get_parameter(name).value for name in params}
         render_size = (int(self.p["render_height"]), int(self.p["render_width"]))
-        self.sim = SimRig(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]), render_size=render_size)
+        self.sim = SimRig(self.embodiment, task=self.p["task"] or None, seed=int(self.p["seed"]), render_size=render_size)
         self._lock = threading.Lock()
         self._make_interfaces()
         self.commands_applied = 0
@@ -76,6 +80,9 @@ class SimBridgeNode(Node):
         self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
+        self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)
+        # The referee of colour tasks: success counts for the object the instruction names.
+        self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         for output in self.embodiment.outputs:
             if output.type not in COMMAND_READERS:
                 raise ValueError(
@@ -101,11 +108,19 @@ class SimBridgeNode(Node):
 
         return callback
 
+    def _on_instruction(self, msg: String) -> None:
+        with self._lock:
+            goal = self.sim.set_instruction(msg.data)
+        if goal is not None:
+            self.get_logger().info(f"scoring the episode against the {goal} object named in '{msg.data}'")
+
     def _on_reset(self, request, response):
-        task = self.get_parameter("task").value
+        task = self.get_parameter("task").value or None
         with self._lock:
             self.sim.reset(task=task)
-        response.success, response.message = True, f"new {task} episode"
+            seed, goal = self.sim.episode_seed, self.sim.goal
+        response.success = True
+        response.message = f"new {self.sim.task} episode, seed {seed}" + (f", goal {goal}" if goal else "")
         return response
 
     # -- simulation loop --------------------------------------------------------------------
@@ -164,6 +179,7 @@ class SimBridgeNode(Node):
     def _publish_task_state(self) -> None:
         self.reward_pub.publish(Float64(data=self.sim.reward()))
         self.success_pub.publish(Bool(data=self.sim.success()))
+        self.wrong_pub.publish(Bool(data=self.sim.wrong_object()))
 
     def on_shutdown(self) -> None:
         self._closing.set()

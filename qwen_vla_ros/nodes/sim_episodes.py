@@ -4,6 +4,11 @@ Both start the sim bridge, the inference process and the chunk publisher as sepa
 processes (exactly as `qwen-vla bringup --sim` does), give the instruction on the
 instruction topic, and watch with an :class:`EpisodeMonitor`. An episode starts when the
 policy's first chunk arrives and lasts ``--seconds`` of simulated time.
+
+Episode k runs on seed ``--first-seed + k`` (default from ``EVAL_SEED_START``: seeds the
+demonstrations never use); its instruction is one of the task's phrasings naming the goal
+of that seed (colour tasks), unless ``--instruction`` says otherwise. The default model is
+the shipped demo policy (``sim_demo``) for the simulated robots.
 """
 
 from __future__ import annotations
@@ -23,21 +28,43 @@ from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
 from ..bringup import Graph, GraphConfig, add_param_argument, parse_node_params
+from ..demonstrations import (
+    EVAL_SEED_START,
+    INSTRUCTIONS,
+    TASK_EMBODIMENTS,
+    instruction_for,
+    task_goal,
+)
 from ..embodiment import load_embodiment
-from ..evaluation import image_strip, percentiles, plot_commands, summarize, write_json
+from ..evaluation import (
+    image_strip,
+    percentiles,
+    plot_commands,
+    summarize,
+    task_report,
+    write_json,
+    write_video,
+)
+from ..model.shipped import SIM_DEMO
 from .episode_monitor import EpisodeMonitor
 
-DEFAULT_INSTRUCTION = "pick up the red cube with the right arm and hand it to the left arm"
 UNTRAINED_NOTE = "tiny UNTRAINED policy (random weights): it moves within limits, it is not a trained skill"
+DEMO_TASK = "pick_color"
+#: Simulated seconds per episode (the scripted experts finish in about these times).
+TASK_SECONDS = {"transfer_cube": 8.0, "insertion": 8.0, "pick_color": 6.0, "drive_to_color": 12.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embodiment", default="aloha_sim")
-    parser.add_argument("--model", default="tiny", help="checkpoint folder, hub id, or 'tiny' (untrained)")
+    parser.add_argument("--embodiment", help="default: the task's robot (aloha_sim; mobile_base for drive_to_color)")
+    parser.add_argument("--model", default=SIM_DEMO,
+                        help="checkpoint folder, hub id, 'sim_demo' (the shipped demo policy) or 'tiny' (untrained)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
-    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
-    parser.add_argument("--seconds", type=float, default=8.0, help="episode length, simulated s")
+    parser.add_argument("--task", default=DEMO_TASK, choices=sorted(INSTRUCTIONS))
+    parser.add_argument("--instruction", help="default: a phrasing of the task naming the seed's goal")
+    parser.add_argument("--seconds", type=float, help="episode length, simulated s (default per task)")
+    parser.add_argument("--first-seed", type=int, default=EVAL_SEED_START,
+                        help="seed of the first episode; episode k uses first-seed + k")
+    parser.add_argument("--video", type=int, default=1, help="write an mp4 of the cameras of the first N episodes")
     parser.add_argument("--strategy", default="async", choices=["synchronous", "temporal_ensemble", "async"])
     parser.add_argument("--output", type=Path, help="output folder (default outputs/<verb>-<time>)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many wall s")
@@ -46,8 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
-    parser.add_argument("--episodes", type=int, default=2)
-    parser.set_defaults(seconds=5.0)
+    parser.add_argument("--episodes", type=int, default=10)
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the task-dependent defaults (robot, episode length)."""
+    args.embodiment = args.embodiment or TASK_EMBODIMENTS[args.task]
+    args.seconds = args.seconds or TASK_SECONDS[args.task]
+    return args
+
+
+def _instruction(args: argparse.Namespace, seed: int) -> str:
+    return args.instruction or instruction_for(args.task, task_goal(args.task, seed), seed)
 
 
 class _Session:
@@ -60,7 +97,7 @@ class _Session:
             embodiment=args.embodiment, model=args.model, device=args.device, sim=True,
             strategy=args.strategy, extra=parse_node_params(args.param),
         )
-        config.extra.setdefault("sim_bridge", {})["task"] = args.task
+        config.extra.setdefault("sim_bridge", {}).update(task=args.task, seed=args.first_seed)
         self.graph = Graph(config, log_dir=out / "logs")
         self.deadline = time.monotonic() + args.timeout
 
@@ -121,40 +158,60 @@ def _output_dir(args: argparse.Namespace, verb: str) -> Path:
 
 
 def _model_note(args: argparse.Namespace) -> str:
-    return UNTRAINED_NOTE if args.model == "tiny" else f"checkpoint {args.model}"
+    if args.model == "tiny":
+        return UNTRAINED_NOTE
+    if args.model == SIM_DEMO:
+        return "checkpoint sim_demo (the shipped demo policy, models/sim_demo)"
+    return f"checkpoint {args.model}"
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    args = _resolve(args)
     out = _output_dir(args, "demo")
-    print(f"[demo] {args.embodiment} in simulation, task {args.task}, model: {_model_note(args)}")
-    print(f"[demo] instruction: '{args.instruction}'; {args.seconds:g} simulated s; output in {out}")
+    instruction = _instruction(args, args.first_seed)
+    print(f"[demo] {args.embodiment} in simulation, task {args.task}, seed {args.first_seed}, model: {_model_note(args)}")
+    print(f"[demo] instruction: '{instruction}'; {args.seconds:g} simulated s; output in {out}")
     with _Session(args, out) as session:
-        record = session.episode(args.instruction, args.seconds, reset=False)
-    summary = summarize(record, session.embodiment, _model_note(args))
+        record = session.episode(instruction, args.seconds, reset=False)
+    summary = {"task": args.task, "seed": args.first_seed, **summarize(record, session.embodiment, _model_note(args))}
     write_json(out / "summary.json", summary)
     plot_commands(record, session.embodiment, out / "commands_vs_measured.png")
     image_strip(record, out / "cameras.png")
+    if args.video:
+        write_video(record, out / "cameras.mp4")
     print(json.dumps(summary, indent=2))
-    print(f"[demo] wrote {out}/summary.json, commands_vs_measured.png, cameras.png, logs/")
+    print(f"[demo] wrote {out}/summary.json, commands_vs_measured.png, cameras.png, cameras.mp4, logs/")
     if args.model == "tiny":
         print("[demo] NOTE: " + UNTRAINED_NOTE + ". Train one with `qwen-vla train` (docs/training.md).")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    args = _resolve(args)
     out = _output_dir(args, "eval")
-    print(f"[eval] {args.episodes} episodes of {args.task}, {args.seconds:g} s each, model: {_model_note(args)}")
+    print(f"[eval] {args.episodes} episodes of {args.task} on {args.embodiment}, seeds {args.first_seed}.."
+          f"{args.first_seed + args.episodes - 1}, {args.seconds:g} s each, model: {_model_note(args)}")
     episodes = []
     with _Session(args, out) as session:
         for i in range(args.episodes):
-            record = session.episode(args.instruction, args.seconds, reset=i > 0)
-            episodes.append(summarize(record, session.embodiment, _model_note(args)))
-            print(f"[eval] episode {i + 1}: success={record.success} reward={record.reward}")
+            seed = args.first_seed + i
+            record = session.episode(_instruction(args, seed), args.seconds, reset=i > 0)
+            summary = {"seed": seed, "goal": task_goal(args.task, seed), **summarize(record, session.embodiment, _model_note(args))}
+            episodes.append(summary)
+            if i < args.video:
+                write_video(record, out / f"episode-{seed}.mp4")
+            print(f"[eval] episode {i + 1} (seed {seed}, '{summary['instruction']}'): success={record.success} "
+                  f"wrong_object={record.wrong_object} reward={record.reward:g}", flush=True)
     latencies = [e["inference_latency_ms"]["p50"] for e in episodes if e["inference_latency_ms"]["p50"]]
     ratios = [e["smoothness_in_step_limits"]["ratio"] for e in episodes if e["smoothness_in_step_limits"]["ratio"]]
     report = {
+        "task": args.task,
+        "embodiment": args.embodiment,
+        "model": _model_note(args),
+        "seeds": [args.first_seed, args.first_seed + args.episodes - 1],
         "episodes": len(episodes),
         "success_rate": float(np.mean([e["success"] for e in episodes])),
+        **task_report(episodes),
         "inference_latency_ms_p50_per_episode": percentiles(latencies),
         "boundary_to_within_change_ratio": float(np.median(ratios)) if ratios else None,
         "per_episode": episodes,

@@ -31,7 +31,7 @@ from .aloha_conventions import (
     GripperConversion,
     check_side,
 )
-from .aloha_tasks import contact_pairs, geom_names, get_task
+from .aloha_tasks import contact_pairs, geom_names, get_task, goal_from_instruction, wrong_object
 from .errors import SimConfigError, SimInputError
 from .renderer import OffscreenCameras, SimCamera
 
@@ -114,6 +114,7 @@ class AlohaSim:
         self._sim_time_ns = 0
         self._pending_s = 0.0  # simulated time asked for but not yet stepped (< one timestep)
         self.episode_seed = 0
+        self.goal: str | None = None
         self.last_warning: str | None = None
         self.instability_count = 0
         self.reset()
@@ -140,18 +141,40 @@ class AlohaSim:
         return cls(task=task, cameras=cameras, gripper=gripper, **kwargs)
 
     # -- episode ----------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, goal: str | None = None) -> None:
         """Start a new episode: start pose, objects placed from ``seed``.
 
         Without a seed, one is drawn from the constructor's seed, so a run of
         resets is reproducible too. Simulated time keeps running (``/clock``
-        must never jump back); :attr:`episode_time` restarts at 0.
+        must never jump back); :attr:`episode_time` restarts at 0. ``goal``: what a
+        language-conditioned task must achieve (e.g. the cube colour of ``pick_color``);
+        default the seed's own goal.
         """
         if seed is None:
             seed = int(self._seed_rng.integers(0, 2**31 - 1))
         self.episode_seed = int(seed)
         self.last_warning = None
         self._reseat(self.episode_seed)
+        if goal is not None:
+            self.set_goal(goal)
+
+    @property
+    def goals(self) -> tuple[str, ...]:
+        """Goals an instruction can name in this task (empty: the task has one goal)."""
+        return self._task.goals
+
+    def set_goal(self, goal: str) -> None:
+        """Score the episode against ``goal`` (one of :attr:`goals`)."""
+        if goal not in self._task.goals:
+            raise SimInputError(f"task {self._task.name!r} has goals {self._task.goals}, not {goal!r}")
+        self.goal = goal
+
+    def set_instruction(self, text: str) -> str | None:
+        """Score against the goal the instruction names, if it names exactly one; returns it."""
+        goal = goal_from_instruction(text, self._task.goals)
+        if goal is not None:
+            self.goal = goal
+        return goal
 
     def _reseat(self, seed: int) -> None:
         model, data = self._model, self._data
@@ -161,7 +184,7 @@ class AlohaSim:
             data.ctrl[arm.arm_ctrl] = START_ARM_POSE
             data.qpos[arm.finger_qpos] = (START_SIM_FINGER, -START_SIM_FINGER)
             data.ctrl[arm.finger_ctrl] = (START_SIM_FINGER, -START_SIM_FINGER)
-        object_poses = self._task.sample_object_poses(seed)
+        object_poses, self.goal = self._task.sample(seed)
         data.qpos[model.nq - len(object_poses):] = object_poses
         mujoco.mj_forward(model, data)
         self._pending_s = 0.0
@@ -307,6 +330,19 @@ class AlohaSim:
         """Free-joint poses of the task objects (7 per object: xyz m, quat wxyz)."""
         return self._data.qpos[self._arms["right"].finger_qpos[1] + 1:].copy()
 
+    def arm_positions(self, side: str) -> np.ndarray:
+        """Measured arm joint positions, waist .. wrist_rotate, rad (6,)."""
+        return self._data.qpos[self._arms[check_side(side)].arm_qpos].copy()
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The MuJoCo model (read it, e.g. for kinematics; never step it from outside)."""
+        return self._model
+
+    def object_poses(self) -> dict[str, np.ndarray]:
+        """Task object name -> free-joint pose now (xyz m, quat wxyz), the ground truth."""
+        return self._task.object_poses(self._model, self._data)
+
     # -- task -------------------------------------------------------------------------
     @property
     def task_name(self) -> str:
@@ -318,7 +354,15 @@ class AlohaSim:
 
     def reward(self) -> int:
         """gym-aloha's staged task reward now, 0 .. max_reward."""
-        return self._task.reward(contact_pairs(self._data, self._geom_names))
+        return self._task.reward(self.contacts(), self.goal)
+
+    def contacts(self) -> set[frozenset[str]]:
+        """Geom-name pairs in contact now."""
+        return contact_pairs(self._data, self._geom_names)
+
+    def wrong_object(self) -> bool:
+        """Language-conditioned tasks: an object other than the named one was moved or touched."""
+        return self._task.name == "pick_color" and wrong_object(self.contacts(), self.goal)
 
     def success(self) -> bool:
         return self.reward() >= self._task.max_reward

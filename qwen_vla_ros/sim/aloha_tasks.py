@@ -1,13 +1,19 @@
-"""The two gym-aloha tasks: model file, object placement and staged reward.
+"""The ALOHA tasks: model, object placement and staged reward.
 
-Rewards follow gym-aloha's ``TransferCubeTask`` / ``InsertionTask`` (0 .. 4,
-success at 4) with one deliberate difference: contact pairs are matched in
-either order (MuJoCo does not promise which geom comes first), where gym-aloha
-matches one order only.
+``transfer_cube`` and ``insertion`` are gym-aloha's: rewards follow its
+``TransferCubeTask`` / ``InsertionTask`` (0 .. 4, success at 4) with one deliberate
+difference: contact pairs are matched in either order (MuJoCo does not promise which
+geom comes first), where gym-aloha matches one order only.
+
+``pick_color`` is language-conditioned: three cubes (red, green, blue) at random places
+on gym-aloha's table; the instruction names one (the task's *goal*). Reward 1 when a
+finger touches the named cube, 2 when it is lifted off the table while the other cubes
+stay on it (success). Lifting or moving another cube is a wrong-object episode.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,27 +80,137 @@ def _insertion_poses(seed: int | None) -> np.ndarray:
     return np.concatenate(sample_insertion_pose(seed))
 
 
+# -- pick_color ------------------------------------------------------------------------------
+CUBE_COLORS = ("red", "green", "blue")
+_CUBE_RGBA = {"red": (0.9, 0.1, 0.1, 1.0), "green": (0.1, 0.75, 0.15, 1.0), "blue": (0.1, 0.25, 0.95, 1.0)}
+#: Where pick_color cubes are placed (m, table frame of gym-aloha) and how far apart at least.
+PICK_COLOR_X_RANGE = (-0.16, 0.16)
+PICK_COLOR_Y_RANGE = (0.42, 0.6)
+PICK_COLOR_MIN_SPACING_M = 0.12
+
+
+def cube_geom(color: str) -> str:
+    """Geom name of a pick_color cube (the red one keeps gym-aloha's name)."""
+    return f"{color}_box"
+
+
+def sample_pick_color(seed: int | None) -> tuple[np.ndarray, str]:
+    """Free-joint poses of the three cubes (red, green, blue order) and the goal colour."""
+    rng = np.random.RandomState(seed)
+    while True:
+        xy = np.column_stack([rng.uniform(*PICK_COLOR_X_RANGE, 3), rng.uniform(*PICK_COLOR_Y_RANGE, 3)])
+        gaps = [np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)]
+        if min(gaps) >= PICK_COLOR_MIN_SPACING_M:
+            break
+    goal = CUBE_COLORS[int(rng.randint(len(CUBE_COLORS)))]
+    poses = [np.concatenate([p, [0.05], [1.0, 0.0, 0.0, 0.0]]) for p in xy]
+    return np.concatenate(poses), goal
+
+
+def _pick_color_model() -> mujoco.MjModel:
+    """gym-aloha's transfer-cube scene with a green and a blue cube beside the red one."""
+    spec = mujoco.MjSpec.from_file(str(ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"))
+    red = spec.body("box")
+    template = red.geoms[0]
+    for color in CUBE_COLORS[1:]:
+        body = spec.worldbody.add_body(name=f"box_{color}", pos=[0.0, 0.5, 0.05])
+        body.mass, body.inertia, body.explicitinertial = red.mass, red.inertia, True
+        body.ipos, body.iquat = [0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]  # centre of mass at the centre
+        # The same dry friction on the free joint as the red cube's: it keeps gym-aloha's
+        # stiff, bouncy box contacts (solimp 2 1 0.01) from making a cube hop off the table.
+        joint = body.add_freejoint(name=f"{color}_box_joint")
+        joint.frictionloss = red.joints[0].frictionloss
+        body.add_geom(
+            name=cube_geom(color), type=mujoco.mjtGeom.mjGEOM_BOX, size=template.size,
+            condim=template.condim, solimp=template.solimp, solref=template.solref,
+            friction=template.friction, rgba=_CUBE_RGBA[color],
+        )
+    template.rgba = _CUBE_RGBA["red"]
+    for key in list(spec.keys):  # the file's keyframe has one cube's qpos only
+        spec.delete(key)
+    return spec.compile()
+
+
+def pick_color_reward(contacts: Contacts, goal: str) -> int:
+    """1 a finger touches the named cube, 2 it is lifted and every other cube is on the table."""
+    fingers = (LEFT_FINGER_GEOM, RIGHT_FINGER_GEOM)
+    target = cube_geom(goal)
+    touched = _touch_any(contacts, fingers, target)
+    others_down = all(_touch(contacts, cube_geom(c), "table") for c in CUBE_COLORS if c != goal)
+    lifted = touched and not _touch(contacts, target, "table")
+    if lifted and others_down:
+        return 2
+    return 1 if touched else 0
+
+
+def wrong_object(contacts: Contacts, goal: str) -> bool:
+    """A cube other than the named one is touched by a finger or off the table."""
+    fingers = (LEFT_FINGER_GEOM, RIGHT_FINGER_GEOM)
+    return any(
+        _touch_any(contacts, fingers, cube_geom(c)) or not _touch(contacts, cube_geom(c), "table")
+        for c in CUBE_COLORS
+        if c != goal
+    )
+
+
+def goal_from_instruction(text: str, goals: tuple[str, ...]) -> str | None:
+    """The one goal word an instruction names (``None`` if it names none or several)."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    named = [g for g in goals if g in words]
+    return named[0] if len(named) == 1 else None
+
+
 @dataclass(frozen=True)
 class AlohaTask:
-    """A gym-aloha task: its MJCF file, how objects are placed and how it is scored."""
+    """An ALOHA task: its MuJoCo model, how objects are placed and how it is scored.
+
+    Attributes:
+        objects: names of the free-joint bodies, in qpos order.
+        sample: seed -> (free-joint poses (7 * n_objects,): xyz m, quat wxyz; goal or None).
+        reward: (contacts, goal) -> staged reward 0 .. max_reward.
+        goals: what an instruction may name (language-conditioned tasks); empty otherwise.
+    """
 
     name: str
-    model_file: str
-    #: seed -> free-joint poses of the objects, (7 * n_objects,): xyz m, quat wxyz.
-    sample_object_poses: Callable[[int | None], np.ndarray]
-    reward: Callable[[Contacts], int]
+    build_model: Callable[[], mujoco.MjModel]
+    objects: tuple[str, ...]
+    sample: Callable[[int | None], tuple[np.ndarray, str | None]]
+    reward: Callable[[Contacts, str | None], int]
     max_reward: int = 4
+    goals: tuple[str, ...] = ()
 
     def load_model(self) -> mujoco.MjModel:
-        return mujoco.MjModel.from_xml_path(str(ASSETS_DIR / self.model_file))
+        return self.build_model()
+
+    def sample_object_poses(self, seed: int | None) -> np.ndarray:
+        return self.sample(seed)[0]
+
+    def object_poses(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        """Body name -> its free-joint pose now (xyz m, quat wxyz)."""
+        poses = {}
+        for name in self.objects:
+            joint = model.body(name).jntadr[0]
+            start = model.jnt_qposadr[joint]
+            poses[name] = data.qpos[start : start + 7].copy()
+        return poses
+
+
+def _gym_aloha_model(file_name: str) -> Callable[[], mujoco.MjModel]:
+    return lambda: mujoco.MjModel.from_xml_path(str(ASSETS_DIR / file_name))
 
 
 TASKS = {
     "transfer_cube": AlohaTask(
-        "transfer_cube", "bimanual_viperx_transfer_cube.xml", sample_box_pose, transfer_cube_reward
+        "transfer_cube", _gym_aloha_model("bimanual_viperx_transfer_cube.xml"), ("box",),
+        lambda seed: (sample_box_pose(seed), None), lambda contacts, _: transfer_cube_reward(contacts),
     ),
     "insertion": AlohaTask(
-        "insertion", "bimanual_viperx_insertion.xml", _insertion_poses, insertion_reward
+        "insertion", _gym_aloha_model("bimanual_viperx_insertion.xml"), ("peg", "socket"),
+        lambda seed: (_insertion_poses(seed), None), lambda contacts, _: insertion_reward(contacts),
+    ),
+    "pick_color": AlohaTask(
+        "pick_color", _pick_color_model, ("box", "box_green", "box_blue"),
+        sample_pick_color, pick_color_reward, max_reward=2, goals=CUBE_COLORS,
     ),
 }
 

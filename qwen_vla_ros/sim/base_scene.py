@@ -4,7 +4,14 @@ A checkered floor, a few coloured boxes and a green goal disc, built from an
 MJCF string; the robot is a mocap body carrying the ``front`` camera and is
 moved by a :class:`KinematicBase` (no dynamics: the base passes through boxes,
 and :meth:`MobileBaseSim.in_collision` reports when its footprint overlaps one).
-Success is reaching the goal disc.
+
+Two tasks:
+
+* ``goal_disc``: reach the green disc (fixed boxes, fixed goal).
+* ``drive_to_color``: language-conditioned. Each episode seed places the red, blue and
+  yellow boxes ahead of the robot (1.4 to 2.6 m away, inside the camera's view) and picks
+  the goal colour; the instruction names a box ("drive to the red box"). Success: the
+  base stops within ``REACH_MARGIN_M`` of the named box's side without ever touching a box.
 """
 
 from __future__ import annotations
@@ -22,6 +29,14 @@ from .renderer import OffscreenCameras, SimCamera
 
 BASE_RADIUS_M = 0.25
 FRONT_CAMERA_TILT_RAD = 0.2  # looks slightly down, so the floor ahead is in view
+NAV_TASKS = ("drive_to_color", "goal_disc")
+BOX_COLORS = ("red", "blue", "yellow")
+#: drive_to_color: success when the gap between base and named box is at most this, m.
+REACH_MARGIN_M = 0.25
+#: drive_to_color placement: distance (m) and bearing (rad) of the boxes from the start pose.
+BOX_DISTANCE_RANGE_M = (1.4, 2.6)
+BOX_BEARING_RANGE_RAD = (-0.55, 0.55)
+MIN_BEARING_GAP_RAD = 0.42
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,21 @@ DEFAULT_OBSTACLES = (
     Obstacle("blue_box", 1.8, -0.9, 0.25, (0.1, 0.3, 0.85, 1.0)),
     Obstacle("yellow_box", 3.6, 0.4, 0.3, (0.9, 0.8, 0.1, 1.0)),
 )
+
+
+def sample_box_layout(
+    seed: int, count: int = len(BOX_COLORS), start_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> tuple[list[tuple[float, float]], str]:
+    """drive_to_color: box centres (x, y m, odom frame) ahead of the start pose, and the goal."""
+    rng = np.random.RandomState(seed)
+    while True:
+        bearings = rng.uniform(*BOX_BEARING_RANGE_RAD, count)
+        if np.diff(np.sort(bearings)).min() >= MIN_BEARING_GAP_RAD:
+            break
+    distances = rng.uniform(*BOX_DISTANCE_RANGE_M, count)
+    x0, y0, yaw0 = start_pose
+    centres = [(x0 + d * math.cos(yaw0 + b), y0 + d * math.sin(yaw0 + b)) for b, d in zip(bearings, distances, strict=True)]
+    return centres, BOX_COLORS[int(rng.randint(len(BOX_COLORS)))]
 
 
 def scene_mjcf(goal_xy: tuple[float, float], goal_radius: float,
@@ -103,9 +133,13 @@ class MobileBaseSim:
         start_pose: tuple[float, float, float] = (0.0, 0.0, 0.0),
         command_timeout_s: float | None = 0.5,
         render_quality: str = "fast",
+        task: str = "goal_disc",
     ) -> None:
         if not goal_radius > 0:
             raise SimConfigError(f"goal_radius must be positive, got {goal_radius} m")
+        if task not in NAV_TASKS:
+            raise SimConfigError(f"unknown navigation task {task!r}; choose one of {NAV_TASKS}")
+        self.task = task
         self.goal_xy = (float(goal_xy[0]), float(goal_xy[1]))
         self.goal_radius = float(goal_radius)
         self.obstacles = tuple(obstacles)
@@ -119,6 +153,12 @@ class MobileBaseSim:
         )
         self._start_pose = start_pose
         self.base = KinematicBase(limits, start_pose, command_timeout_s)
+        self.goal: str | None = None
+        self.collided = False
+        self.episode_seed = 0
+        if task == "drive_to_color":
+            self._model.geom("goal").rgba[3] = 0.0  # the disc is not part of this task
+            self.place_boxes(0)
 
     @classmethod
     def from_embodiment(cls, embodiment, render_size: tuple[int, int] | None = None, **kwargs) -> MobileBaseSim:
@@ -127,17 +167,60 @@ class MobileBaseSim:
         cameras = {c.name: SimCamera("front", *(render_size or c.image_size)) for c in embodiment.cameras}
         return cls(cameras=cameras, limits=BaseLimits.from_embodiment(embodiment), **kwargs)
 
-    def reset(self, pose: tuple[float, float, float] | None = None) -> None:
-        """Put the base back at rest at ``pose`` (default: the start pose)."""
+    def reset(self, pose: tuple[float, float, float] | None = None, seed: int | None = None) -> None:
+        """Put the base back at rest at ``pose`` (default: the start pose); with a ``seed``,
+        ``drive_to_color`` places its boxes and picks its goal from it."""
         self.base.reset(self._start_pose if pose is None else pose)
+        self.collided = False
+        if seed is not None and self.task == "drive_to_color":
+            self.place_boxes(seed)
+
+    def place_boxes(self, seed: int) -> None:
+        """Seeded box places and goal colour of ``drive_to_color``."""
+        layout, self.goal = sample_box_layout(seed, len(self.obstacles), self._start_pose)
+        moved = []
+        for box, (x, y) in zip(self.obstacles, layout, strict=True):
+            self._model.geom(box.name).pos[:2] = (x, y)
+            moved.append(Obstacle(box.name, x, y, box.half_size, box.rgba))
+        self.obstacles = tuple(moved)
+        self.episode_seed = int(seed)
+
+    @property
+    def goals(self) -> tuple[str, ...]:
+        return BOX_COLORS if self.task == "drive_to_color" else ()
+
+    def set_goal(self, goal: str) -> None:
+        if goal not in self.goals:
+            raise SimConfigError(f"task {self.task!r} has goals {self.goals}, not {goal!r}")
+        self.goal = goal
+
+    def set_instruction(self, text: str) -> str | None:
+        """Score against the box colour the instruction names (if exactly one); returns it."""
+        from .aloha_tasks import goal_from_instruction
+
+        goal = goal_from_instruction(text, self.goals)
+        if goal is not None:
+            self.goal = goal
+        return goal
+
+    def box(self, color: str) -> Obstacle:
+        return next(b for b in self.obstacles if b.name == f"{color}_box")
+
+    def gap_to(self, box: Obstacle) -> float:
+        """Distance between the base footprint and a box's footprint, m (negative: overlap)."""
+        x, y, _ = self.base.pose
+        dx = max(abs(x - box.x) - box.half_size, 0.0)
+        dy = max(abs(y - box.y) - box.half_size, 0.0)
+        return math.hypot(dx, dy) - BASE_RADIUS_M
 
     def set_cmd_vel(self, linear: float, angular: float) -> None:
         """Forward m/s and turn rad/s, as on cmd_vel."""
         self.base.set_cmd_vel(linear, angular)
 
     def step(self, dt: float) -> None:
-        """Advance ``dt`` seconds of simulated time."""
+        """Advance ``dt`` seconds of simulated time (a touch of any box is remembered)."""
         self.base.step(dt)
+        self.collided = self.collided or self.in_collision()
 
     @property
     def sim_time(self) -> float:
@@ -165,23 +248,32 @@ class MobileBaseSim:
         return self._cameras.render(self._data, camera_name)
 
     def distance_to_goal(self) -> float:
-        """Distance from the base centre to the goal centre, m."""
+        """Distance from the base centre to the goal (disc centre, or named box's side), m."""
+        if self.task == "drive_to_color":
+            return max(self.gap_to(self.box(self.goal)), 0.0)
         x, y, _ = self.base.pose
         return math.hypot(x - self.goal_xy[0], y - self.goal_xy[1])
 
     def success(self) -> bool:
-        """True once the base centre is inside the goal disc."""
+        """goal_disc: the base centre is inside the disc. drive_to_color: the base is within
+        REACH_MARGIN_M of the named box and has touched no box this episode."""
+        if self.task == "drive_to_color":
+            return not self.collided and self.gap_to(self.box(self.goal)) <= REACH_MARGIN_M
         return self.distance_to_goal() <= self.goal_radius
+
+    def wrong_object(self) -> bool:
+        """drive_to_color: the base has stopped (below 0.05 m/s) within REACH_MARGIN_M of a box
+        it was not sent to, away from the named one (passing a box on the way is fine)."""
+        if self.task != "drive_to_color" or abs(self.base.twist[0]) >= 0.05:
+            return False
+        at_goal = self.gap_to(self.box(self.goal)) <= REACH_MARGIN_M
+        return not at_goal and any(
+            self.gap_to(b) <= REACH_MARGIN_M for b in self.obstacles if b.name != f"{self.goal}_box"
+        )
 
     def in_collision(self) -> bool:
         """True if the base footprint (a 0.25 m disc) overlaps an obstacle's footprint."""
-        x, y, _ = self.base.pose
-        for box in self.obstacles:
-            dx = max(abs(x - box.x) - box.half_size, 0.0)
-            dy = max(abs(y - box.y) - box.half_size, 0.0)
-            if math.hypot(dx, dy) < BASE_RADIUS_M:
-                return True
-        return False
+        return any(self.gap_to(box) < 0.0 for box in self.obstacles)
 
     def close(self) -> None:
         self._cameras.close()

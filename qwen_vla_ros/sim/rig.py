@@ -15,6 +15,10 @@ from .aloha_conventions import ARM_JOINTS
 from .errors import SimConfigError
 
 BASE_KINDS = ("base_velocity", "base_waypoints")
+#: The frame the sim bridge renders by default (height, width px), a rig camera's 4:3 frame.
+RIG_FRAME_SIZE = (240, 320)
+DEFAULT_ARM_TASK = "transfer_cube"
+DEFAULT_NAV_TASK = "drive_to_color"
 
 
 def _side_of(source_name: str) -> str:
@@ -49,33 +53,39 @@ class SimRig:
     def __init__(
         self,
         embodiment: Embodiment,
-        task: str = "transfer_cube",
+        task: str | None = None,
         seed: int = 0,
         render_size: tuple[int, int] | None = None,
     ):
-        """``render_size``: (height, width) px of every camera; default the model's image size."""
+        """``task``: an ALOHA task for arms, a navigation task for a base alone; default
+        ``transfer_cube`` / ``drive_to_color``. ``render_size``: (height, width) px of every
+        camera; default the model's image size."""
         self.embodiment = embodiment
-        self.task = task
         self.render_size = render_size
         self.slots = command_slots(embodiment)
         kinds = {g.kind for g in embodiment.action_groups}
         has_arms = bool(kinds & {"joint_position", "gripper"})
         has_base = bool(kinds & set(BASE_KINDS))
         self.arms = self.base = self.world = None
+        self.task = task or (DEFAULT_NAV_TASK if has_base and not has_arms else DEFAULT_ARM_TASK)
         if has_arms:
             from .aloha_sim import AlohaSim
 
-            self.arms = AlohaSim.from_embodiment(embodiment, task=task, seed=seed, render_size=render_size)
+            self.arms = AlohaSim.from_embodiment(embodiment, task=self.task, seed=seed, render_size=render_size)
         if has_base and not has_arms:
             from .base_scene import MobileBaseSim
 
-            self.world = MobileBaseSim.from_embodiment(embodiment, render_size=render_size)
+            self.world = MobileBaseSim.from_embodiment(embodiment, render_size=render_size, task=self.task)
             self.base = self.world
         elif has_base:
             from .kinematic_base import BaseLimits, KinematicBase
 
             self.base = KinematicBase(limits=BaseLimits.from_embodiment(embodiment))
         self._time_ns = 0
+        # Episodes without an explicit seed take consecutive seeds from ``seed`` on, so a run
+        # of episodes (e.g. an evaluation) is reproducible and its seeds are known.
+        self.episode_seed = int(seed)
+        self.reset(seed=self.episode_seed)
 
     # -- commands --------------------------------------------------------------------------
     def apply(self, topic: str, values: list[float]) -> None:
@@ -112,6 +122,11 @@ class SimRig:
         return self._time_ns
 
     def reset(self, task: str | None = None, seed: int | None = None) -> None:
+        """A new episode of ``task`` (default: the current one) from ``seed`` (default: the
+        previous episode's seed + 1)."""
+        if seed is None:
+            seed = self.episode_seed + 1
+        self.episode_seed = int(seed)
         if task is not None and self.arms is not None and task != self.arms.task_name:
             from .aloha_sim import AlohaSim
 
@@ -119,9 +134,29 @@ class SimRig:
             self.arms = AlohaSim.from_embodiment(self.embodiment, task=task, render_size=self.render_size)
         if self.arms is not None:
             self.arms.reset(seed)  # the episode seed places the objects, on a new task too
-        if self.base is not None:
+        if self.world is not None:
+            if task is not None and task != self.world.task:
+                raise SimConfigError(f"the navigation world runs {self.world.task!r}; start a new rig for {task!r}")
+            self.world.reset(seed=seed)
+        elif self.base is not None:
             self.base.reset()
         self.task = task or self.task
+
+    @property
+    def goal(self) -> str | None:
+        """What the episode is scored against (language-conditioned tasks), else None."""
+        part = self.arms if self.arms is not None else self.world
+        return part.goal if part is not None else None
+
+    def set_instruction(self, text: str) -> str | None:
+        """Let a language-conditioned task score the goal the instruction names; returns it."""
+        part = self.arms if self.arms is not None else self.world
+        return part.set_instruction(text) if part is not None else None
+
+    def wrong_object(self) -> bool:
+        """The robot acted on an object the instruction did not name (colour tasks)."""
+        part = self.arms if self.arms is not None else self.world
+        return bool(part.wrong_object()) if part is not None else False
 
     # -- observation -------------------------------------------------------------------------------
     def joint_state(self, source: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -132,6 +167,14 @@ class SimRig:
         """Base pose (x, y m; yaw rad and its quaternion qz, qw) and twist (m/s, rad/s)."""
         return (self.world.base if self.world is not None else self.base).odometry()
 
+    def camera_view(self, camera: str) -> np.ndarray:
+        """What the model gets from a camera: the rendered frame resized to the embodiment's
+        image size the way the observation node resizes it (area averaging when shrinking)."""
+        from ..data.images import resize_rgb
+
+        spec = next(c for c in self.embodiment.cameras if c.name == camera)
+        return resize_rgb(self.render(camera), spec.image_size)
+
     def render(self, camera: str) -> np.ndarray:
         if self.world is not None and camera in self.world.camera_names:
             return self.world.render(camera)
@@ -139,6 +182,8 @@ class SimRig:
 
     # -- task ------------------------------------------------------------------------------------------
     def reward(self) -> float:
+        """ALOHA: the staged task reward (0 .. max_reward); the navigation world: minus the
+        distance to the goal, m."""
         if self.arms is not None:
             return float(self.arms.reward())
         return -float(self.world.distance_to_goal()) if self.world is not None else 0.0

@@ -41,15 +41,18 @@ class AlohaSimEnv:
         seed: seeds the sim's own object placement for resets without a seed.
     """
 
-    def __init__(self, embodiment: Embodiment, task: str, instruction: str, seed: int = 0):
-        from ..sim.rig import SimRig  # MuJoCo only where a sim is wanted
+    def __init__(self, embodiment: Embodiment, task: str, instruction: str, seed: int = 0,
+                 render_size: tuple[int, int] | None = None):
+        """``render_size``: (height, width) px rendered before resizing to the model's image
+        size; default the sim bridge's frame (``RIG_FRAME_SIZE``), so images match the graph's."""
+        from ..sim.rig import RIG_FRAME_SIZE, SimRig  # MuJoCo only where a sim is wanted
 
         kinds = {g.kind for g in embodiment.action_groups} - {"joint_position", "gripper"}
         if kinds:
             raise TrainingError(f"AlohaSimEnv drives arm joints and grippers, not {sorted(kinds)}")
         self.embodiment = embodiment
         self.instruction = instruction
-        self.rig = SimRig(embodiment, task=task, seed=seed)
+        self.rig = SimRig(embodiment, task=task, seed=seed, render_size=render_size or RIG_FRAME_SIZE)
         self.sim = self.rig.arms
         self._state = ObservationAssembler(embodiment)
         self._limiter = SafetyLimiter(embodiment)
@@ -75,7 +78,7 @@ class AlohaSimEnv:
         return self._state.state_vector()
 
     def observe(self) -> Observation:
-        images = {name: self.rig.render(name) for name in self.embodiment.camera_names}
+        images = {name: self.rig.camera_view(name) for name in self.embodiment.camera_names}
         return Observation(images=images, state=self.state(), instruction=self.instruction, stamp=self.sim.sim_time)
 
     def step(self, action: np.ndarray) -> StepResult:

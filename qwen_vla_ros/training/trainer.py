@@ -59,14 +59,13 @@ def step_seed(*parts: int) -> int:
 
 
 def load_initial_policy(init: str, config: StageConfig) -> QwenVLAPolicy:
-    """``tiny`` builds a random tiny policy offline; a policy folder (``policy_config.json``)
+    """``tiny``/``small`` build a random policy offline (model.tiny); a policy folder (``policy_config.json``)
     or hub id loads it; a bare Qwen VL model folder (``config.json``, e.g. Qwen3.5-4B) gets a
     fresh decoder of ``config.decoder_preset`` (the usual start of T2A)."""
-    if init == "tiny":
-        from ..model.tiny import tiny_backbone
+    from ..model.tiny import BACKBONE_SIZES, offline_policy
 
-        backbone = tiny_backbone(config.tiny_family, seed=config.seed)
-        return QwenVLAPolicy.from_backbone(backbone, "tiny", seed=config.seed)
+    if init in BACKBONE_SIZES:  # a random policy built offline: ``tiny`` or ``small``
+        return offline_policy(config.tiny_family, init, seed=config.seed)
     folder = Path(init)
     if folder.is_dir() and not (folder / "policy_config.json").is_file() and (folder / "config.json").is_file():
         return QwenVLAPolicy.from_backbone(str(folder), config.decoder_preset, seed=config.seed)

@@ -134,6 +134,8 @@ def test_model_units_apply_sign_and_offset_to_samples_and_stats(tmp_path, flippe
     assert np.allclose(stats["min"], model_actions.min(0), atol=1e-6)  # min/max swap on j1
     assert np.allclose(stats["max"], model_actions.max(0), atol=1e-6)
     assert np.allclose(stats["q01"], np.quantile(model_actions, 0.01, axis=0), atol=1e-6)
+    assert np.allclose(stats["q90"], np.quantile(model_actions, 0.90, axis=0), atol=1e-6)  # q10/q90 swap on j1
+    assert np.allclose(stats["q50"], np.median(model_actions, axis=0), atol=1e-6)
 
 
 def test_waypoint_chunks_are_poses_in_the_frame_at_the_sample(tmp_path):

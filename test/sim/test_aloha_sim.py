@@ -179,7 +179,8 @@ def test_from_embodiment_takes_cameras_and_sizes():
     sim = AlohaSim.from_embodiment(embodiment)
     assert sim.camera_names == embodiment.camera_names
     assert sim.camera("cam_high").mujoco_camera == "top"
-    assert (sim.camera("cam_left_wrist").height, sim.camera("cam_left_wrist").width) == (224, 224)
+    wrist = next(c for c in embodiment.cameras if c.name == "cam_left_wrist")
+    assert (sim.camera("cam_left_wrist").height, sim.camera("cam_left_wrist").width) == tuple(wrist.image_size)
 
 
 def test_matches_gym_aloha_trajectory(gl_available):

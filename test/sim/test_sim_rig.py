@@ -51,14 +51,14 @@ def test_malformed_commands_are_refused(mobile_aloha_rig):
 
 
 def test_navigation_world_for_a_base_alone(gl_available):
-    rig = SimRig(load_embodiment("mobile_base"))
+    rig = SimRig(load_embodiment("mobile_base"), task="goal_disc")
     try:
         before = rig.reward()
         for _ in range(20):
             rig.apply("/cmd_vel", [0.5, 0.0])
             rig.step(0.1)
         assert rig.reward() > before  # closer to the goal ahead
-        assert rig.render("front").shape == (224, 224, 3)
+        assert rig.render("front").shape == (*rig.embodiment.cameras[0].image_size, 3)
     finally:
         rig.close()
 

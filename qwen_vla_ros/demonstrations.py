@@ -1,0 +1,249 @@
+"""Scripted demonstrations in the simulator, written as LeRobot v3.0 datasets (pure core).
+
+``qwen-vla collect`` runs a task's scripted expert (:mod:`.sim.experts`) for N episodes and
+writes what the robot saw and did, on the embodiment's control grid, with the instruction
+of each episode:
+
+* ALOHA tasks go through :class:`~.training.sim_env.AlohaSimEnv`, the deployed path without
+  the middleware: the state comes through the rig's observation assembler and every
+  command through the rig's safety limiter and command mapping, so the recorded action is
+  the command the arms received.
+* ``drive_to_color`` drives the navigation world's base with the expert's ``cmd_vel``;
+  as for recordings, the action stored per frame is the odometry motion to the next frame
+  (see :mod:`.data.chunks`).
+
+Frame t holds the cameras and state observed at t and the action sent at t. Cameras are
+rendered at ``camera_rate_hz`` (default 10 Hz, the sim bridge's rate) and repeat on the
+control grid in between, as a recording of the graph would hold them. Episodes whose
+expert failed are not written (and counted). Seeds are consecutive from ``first_seed``:
+keep evaluation seeds (``EVAL_SEED_START`` on) apart from them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.chunks import pose_steps
+from .data.lerobot_v3 import EpisodeData, LeRobotV3Writer
+from .embodiment import Embodiment, load_embodiment
+
+#: Seeds from here on are for evaluation; collect refuses them.
+EVAL_SEED_START = 100_000
+
+#: Instruction phrasings per task; ``{goal}`` is the colour the episode is scored against.
+INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "transfer_cube": (
+        "pick up the cube with the right arm and hand it to the left arm",
+        "transfer the red cube to the left arm",
+        "hand the cube over from the right gripper to the left gripper",
+    ),
+    "insertion": (
+        "insert the peg into the socket",
+        "put the red peg into the blue socket",
+        "pick up the peg and the socket and fit them together",
+    ),
+    "pick_color": (
+        "pick up the {goal} cube",
+        "lift the {goal} block",
+        "grab the {goal} cube and lift it",
+        "pick the {goal} one up",
+    ),
+    "drive_to_color": (
+        "drive to the {goal} box",
+        "go over to the {goal} box",
+        "move next to the {goal} box",
+        "navigate to the {goal} one",
+    ),
+}
+#: The embodiment each task runs on by default.
+TASK_EMBODIMENTS = {
+    "transfer_cube": "aloha_sim",
+    "insertion": "aloha_sim",
+    "pick_color": "aloha_sim",
+    "drive_to_color": "mobile_base",
+}
+
+
+def task_goal(task: str, seed: int) -> str | None:
+    """The goal (colour) the simulator scores an episode of ``task`` on ``seed`` against."""
+    if task == "pick_color":
+        from .sim.aloha_tasks import sample_pick_color
+
+        return sample_pick_color(seed)[1]
+    if task == "drive_to_color":
+        from .sim.base_scene import sample_box_layout
+
+        return sample_box_layout(seed)[1]
+    return None
+
+
+def instruction_for(task: str, goal: str | None, seed: int) -> str:
+    """One phrasing of the task, picked by the seed (reproducible)."""
+    if task not in INSTRUCTIONS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(INSTRUCTIONS)}")
+    template = random.Random(seed).choice(INSTRUCTIONS[task])
+    if "{goal}" in template and goal is None:
+        raise ValueError(f"task {task!r} needs a goal colour")
+    return template.format(goal=goal)
+
+
+@dataclass
+class CollectReport:
+    """What a collection run produced."""
+
+    task: str
+    written: int = 0
+    failed_seeds: list[int] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def attempted(self) -> int:
+        return self.written + len(self.failed_seeds)
+
+    @property
+    def success_rate(self) -> float:
+        return self.written / self.attempted if self.attempted else 0.0
+
+
+#: Camera frames per simulated second (the sim bridge's default camera_rate_hz).
+CAMERA_RATE_HZ = 10.0
+
+
+def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:
+    """Control steps per camera frame."""
+    return max(1, round(embodiment.control_rate_hz / camera_rate_hz))
+
+
+def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
+    from .sim.experts import expert_for
+
+    env.reset(seed)
+    expert = expert_for(task)
+    expert.reset(env.sim)
+    instruction = instruction_for(task, env.sim.goal, seed)
+    env.instruction = instruction
+    states, actions, images, solved = [], [], {c: [] for c in env.embodiment.camera_names}, False
+    every = _frame_every(env.embodiment, camera_rate_hz)
+    for step in range(expert.episode_steps):
+        states.append(env.state())
+        for camera, frames in images.items():
+            frames.append(env.rig.camera_view(camera) if step % every == 0 else frames[-1])
+        result = env.step(expert.action())
+        actions.append(result.applied)
+        solved = solved or result.done
+    episode = EpisodeData(
+        task=instruction, state=np.asarray(states), action=np.asarray(actions),
+        images={c: np.stack(frames) for c, frames in images.items()}, label=f"seed {seed}",
+    )
+    return episode, solved
+
+
+def _nav_episode(rig, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
+    from .sim.experts import DriveToColorExpert
+
+    rig.reset(seed=seed)
+    world, embodiment = rig.world, rig.embodiment
+    expert = DriveToColorExpert()
+    expert.reset(world)
+    instruction = instruction_for(task, world.goal, seed)
+    poses, images, solved = [world.pose], {c: [] for c in embodiment.camera_names}, False
+    every = _frame_every(embodiment, camera_rate_hz)
+    for step in range(expert.episode_steps):
+        for camera, frames in images.items():
+            frames.append(rig.camera_view(camera) if step % every == 0 else frames[-1])
+        world.set_cmd_vel(*expert.velocity())
+        rig.step(embodiment.dt)
+        poses.append(world.pose)
+        solved = solved or rig.success()
+    steps = pose_steps(np.asarray(poses))
+    # Waypoint groups have no measured state (embodiment convention): zeros.
+    episode = EpisodeData(
+        task=instruction, state=np.zeros_like(steps), action=steps,
+        images={c: np.stack(frames) for c, frames in images.items()}, label=f"seed {seed}",
+    )
+    return episode, solved and not world.collided
+
+
+def collect(
+    task: str,
+    out: str | Path,
+    episodes: int,
+    *,
+    embodiment: str | Embodiment | None = None,
+    first_seed: int = 0,
+    overwrite: bool = False,
+    camera_rate_hz: float = CAMERA_RATE_HZ,
+    progress: Callable[[str], None] | None = None,
+) -> CollectReport:
+    """Run the task's expert for ``episodes`` seeds and write the successful episodes."""
+    if first_seed + episodes > EVAL_SEED_START:
+        raise ValueError(f"seeds from {EVAL_SEED_START} on are kept for evaluation; "
+                         f"collect uses {first_seed} .. {first_seed + episodes - 1}")
+    emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment or TASK_EMBODIMENTS[task])
+    report, clock = CollectReport(task), time.perf_counter()
+    run_one, close = _episode_runner(emb, task, camera_rate_hz)
+    waypoints = tuple(emb.group_slices[g.name] for g in emb.action_groups if g.kind == "base_waypoints")
+    try:
+        with LeRobotV3Writer(
+            out, fps=emb.control_rate_hz, names=emb.action_names,
+            cameras={c.name: tuple(c.image_size) for c in emb.cameras}, robot_type=emb.name,
+            overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints,
+            extra_info={"qwen_vla": {"embodiment": emb.name, "source": f"scripted expert: {task}",
+                                     "seeds": [first_seed, first_seed + episodes - 1]}},
+        ) as writer:
+            for seed in range(first_seed, first_seed + episodes):
+                episode, solved = run_one(seed)
+                if solved:
+                    writer.add_episode(episode)
+                    report.written += 1
+                    report.frames += len(episode.action)
+                else:
+                    report.failed_seeds.append(seed)
+                if progress:
+                    progress(f"[collect] {task} seed {seed}: {'ok' if solved else 'FAILED'} "
+                             f"({report.written} written, {len(report.failed_seeds)} failed)")
+    finally:
+        close()
+    report.seconds = time.perf_counter() - clock
+    return report
+
+
+def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float):
+    kinds = {g.kind for g in emb.action_groups}
+    if task == "drive_to_color":
+        if kinds != {"base_waypoints"}:
+            raise ValueError(f"drive_to_color needs a waypoint base embodiment, {emb.name} is not one")
+        from .sim.rig import RIG_FRAME_SIZE, SimRig
+
+        rig = SimRig(emb, task=task, render_size=RIG_FRAME_SIZE)
+        return (lambda seed: _nav_episode(rig, task, seed, camera_rate_hz)), rig.close
+    from .training.sim_env import AlohaSimEnv
+
+    env = AlohaSimEnv(emb, task, instruction="")
+    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz)), env.close
+
+
+# -- command line ------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("--task", required=True, choices=sorted(INSTRUCTIONS))
+    parser.add_argument("--episodes", type=int, default=50, help="expert episodes to run")
+    parser.add_argument("--out", required=True, help="dataset folder to write (LeRobot v3.0)")
+    parser.add_argument("--embodiment", help="default: the task's (aloha_sim or mobile_base)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+N-1")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+
+
+def run(args) -> int:
+    report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
+                     first_seed=args.first_seed, overwrite=args.overwrite, progress=print)
+    print(f"[collect] {report.task}: expert success {report.written}/{report.attempted} "
+          f"({100 * report.success_rate:.1f}%), {report.frames} frames written to {args.out} "
+          f"in {report.seconds:.0f} s; failed seeds: {report.failed_seeds or 'none'}")
+    return 0 if report.written else 1

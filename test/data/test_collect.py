@@ -1,0 +1,62 @@
+"""`qwen-vla collect`: scripted expert episodes written as LeRobot v3.0 datasets the trainer reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen_vla_ros.data.chunks import integrate_steps
+from qwen_vla_ros.data.dataset import LeRobotV3Dataset
+from qwen_vla_ros.demonstrations import EVAL_SEED_START, collect, instruction_for, task_goal
+from qwen_vla_ros.embodiment import load_embodiment
+from qwen_vla_ros.sim.base_scene import BASE_RADIUS_M, sample_box_layout
+
+
+@pytest.fixture(scope="module")
+def gl_available() -> str:
+    from qwen_vla_ros.sim import GL_BACKEND, gl_backend
+
+    if GL_BACKEND is None:
+        pytest.skip(f"no offscreen OpenGL backend for MuJoCo: {gl_backend.BACKEND_REASON}")
+    return GL_BACKEND
+
+
+def test_pick_color_episodes_carry_their_instruction_and_the_applied_commands(tmp_path, gl_available):
+    report = collect("pick_color", tmp_path / "pc", 2, first_seed=10)
+    assert (report.written, report.failed_seeds, report.frames) == (2, [], 600)
+    embodiment = load_embodiment("aloha_sim")
+    dataset = LeRobotV3Dataset(tmp_path / "pc", embodiment)
+    assert len(dataset) == 600
+    for episode, seed in ((0, 10), (1, 11)):
+        first = dataset[episode * 300]
+        assert first["instruction"] == instruction_for("pick_color", task_goal("pick_color", seed), seed)
+        assert task_goal("pick_color", seed) in first["instruction"]
+        assert {c: tuple(v.shape) for c, v in first["images"].items()} == {
+            c.name: (*c.image_size, 3) for c in embodiment.cameras}
+    # the arms move: the actions differ from the start pose, and stay inside the rig's limits
+    actions = np.stack([dataset[i]["action"][0].numpy() for i in range(0, 300, 10)])
+    assert np.ptp(actions, axis=0).max() > 0.3
+    model_min = embodiment.actions_to_model(embodiment.position_min)
+    model_max = embodiment.actions_to_model(embodiment.position_max)
+    assert np.all(actions >= np.minimum(model_min, model_max) - 1e-6)
+    assert np.all(actions <= np.maximum(model_min, model_max) + 1e-6)
+
+
+def test_drive_to_color_actions_integrate_to_the_named_box(tmp_path, gl_available):
+    report = collect("drive_to_color", tmp_path / "nav", 2, first_seed=20)
+    assert report.written == 2
+    dataset = LeRobotV3Dataset(tmp_path / "nav", load_embodiment("mobile_base"))
+    for episode, seed in ((0, 20), (1, 21)):
+        start, end = dataset.episode_row_range(episode)
+        steps = np.stack([dataset._action[row] for row in range(start, end)])
+        x, y, _ = integrate_steps(steps)[-1]
+        centres, goal = sample_box_layout(seed)
+        cx, cy = centres[("red", "blue", "yellow").index(goal)]
+        assert goal in dataset[start]["instruction"]
+        # the base ends beside the named box: centre distance <= half size + radius + margin
+        assert np.hypot(x - cx, y - cy) < 0.3 * np.sqrt(2) + BASE_RADIUS_M + 0.25
+
+
+def test_collect_refuses_evaluation_seeds(tmp_path):
+    with pytest.raises(ValueError, match="evaluation"):
+        collect("pick_color", tmp_path / "x", 5, first_seed=EVAL_SEED_START - 2)
