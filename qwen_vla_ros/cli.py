@@ -49,6 +49,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "recover": (
+        "qwen_vla_ros.data.salvage",
+        "salvage a recording cut off by a crash (SIGKILL, power loss) into a closed MCAP file",
+        "add_arguments",
+        "run",
+    ),
     "train": (
         "qwen_vla_ros.training.cli",
         "train one stage (t2a, cpt, sft or rl) on one CPU, one GPU or many (accelerate launch)",

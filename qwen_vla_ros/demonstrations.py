@@ -114,6 +114,9 @@ class CollectReport:
 
 #: Camera frames per simulated second (the sim bridge's default camera_rate_hz).
 CAMERA_RATE_HZ = 10.0
+#: Video encoder of collected datasets. H.264 rather than LeRobot's SVT-AV1: three SVT-AV1
+#: encoders in one long run hung here twice (all threads in futex waits after ~35 episodes).
+COLLECT_CODEC = "libx264"
 
 
 def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:
@@ -194,7 +197,7 @@ def collect(
         with LeRobotV3Writer(
             out, fps=emb.control_rate_hz, names=emb.action_names,
             cameras={c.name: tuple(c.image_size) for c in emb.cameras}, robot_type=emb.name,
-            overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints,
+            overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints, codec=COLLECT_CODEC,
             extra_info={"qwen_vla": {"embodiment": emb.name, "source": f"scripted expert: {task}",
                                      "seeds": [first_seed, first_seed + episodes - 1]}},
         ) as writer:

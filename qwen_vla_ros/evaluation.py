@@ -132,6 +132,21 @@ def task_report(episodes: list[dict]) -> dict:
     }
 
 
+def paired_report(episodes: list[dict]) -> dict:
+    """Instruction following from paired episodes (same seed, two goals, in order): how often the
+    robot acted on the object each instruction named, and how often it did so in both."""
+    by_seed: dict[int, list[dict]] = {}
+    for episode in episodes:
+        by_seed.setdefault(episode["seed"], []).append(episode)
+    pairs = [group for group in by_seed.values() if len(group) == 2]
+    return {
+        "pairs": len(pairs),
+        "instructed_object_acted_on": rate([e["success"] for group in pairs for e in group]),
+        "both_instructions_followed": rate([all(e["success"] for e in group) for group in pairs]),
+        "wrong_object": rate([e.get("wrong_object", False) for group in pairs for e in group]),
+    }
+
+
 def write_video(record: EpisodeRecord, path: Path, height: int = 240) -> int:
     """The episode's camera views side by side as an mp4 (at the first camera's frame times);
     returns the number of frames written (0 when no camera frame was recorded)."""

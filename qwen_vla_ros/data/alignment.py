@@ -14,7 +14,15 @@ Ticks are ``start + k * dt`` (dt = the embodiment's control period, s). At each 
 
 The grid starts once every required source has spoken and stops at the episode end
 (or when a source stops). A source silent for longer than its ``max_age_s`` inside
-that span is a :class:`DatasetError` naming the episode and field.
+that span is handled by the :class:`.gaps.GapPolicy`: short gaps bridged (states
+interpolated, frames held), ticks in longer gaps marked invalid (``AlignedEpisode.valid``),
+or, with ``strict``, a :class:`DatasetError` naming the episode and field.
+
+Time base (``stamp``): ``"receive"`` (when the recorder got each message), ``"header"``
+(the recorded ``header.stamp``, MCAP publish time) or ``"auto"`` (default): per topic, the
+header stamps where they are on the recorder's clock (set, in order, and within
+[-0.1, 1] s of the receive times), else the receive times. Stamps are immune to a
+recorder that ran late under load, receive times are all a topic without a header has.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from ..embodiment import CameraSpec, Embodiment, StateSource
 from .chunks import pose_steps
 from .commands import command_actions
 from .errors import DatasetError
+from .gaps import GapPolicy, SourceGaps, interpolation_weights, source_gaps
 from .images import ImageConversionError, compressed_to_rgb, image_to_rgb, resize_rgb
 from .layout import ACTION_KEY, STATE_KEY, image_key
-from .mcap_io import EpisodeMark, Recording, TopicSeries
+from .mcap_io import EpisodeMark, Recording, TopicSeries, uses_header_stamps
 
 
 @dataclass
@@ -45,11 +54,17 @@ class AlignedEpisode:
     action: np.ndarray
     images: dict[str, list[np.ndarray]]
     action_sources: dict[str, str] = field(default_factory=dict)
+    valid: np.ndarray | None = None  # bool (T,): False inside gaps longer than the bridge
+    gap_notes: list[str] = field(default_factory=list)  # what was bridged or masked, and where
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = np.ones(len(self.times), dtype=bool)
 
 
-def series_times(series: TopicSeries, stamp: bool) -> np.ndarray:
-    """Message times, s: receive time (default) or the recorded stamp."""
-    return series.times_s(stamp=stamp)
+def series_times(series: TopicSeries, stamp: bool | str) -> np.ndarray:
+    """Message times, s, on the time base ``stamp`` (see the module docstring)."""
+    return series.times_s(stamp=uses_header_stamps(series, stamp))
 
 
 def latest_indices(times: np.ndarray, ticks: np.ndarray) -> np.ndarray:
@@ -79,12 +94,23 @@ def _check_fresh(times, indices, ticks, max_age_s, label, field_name, topic) -> 
         )
 
 
+def _gaps(times, ticks, max_age_s, policy: GapPolicy, label, field_name, topic, notes) -> SourceGaps:
+    """The source's gaps under ``policy``; strict: the old error at the first stale tick."""
+    gaps = source_gaps(times, ticks, max_age_s, policy.bridge_s)
+    if policy.strict:
+        _check_fresh(times, gaps.before, ticks, max_age_s, label, field_name, topic)
+    for start, end, bridged in gaps.gaps:
+        how = "bridged" if bridged else f"masked (longer than {policy.bridge_s} s)"
+        notes.append(f"{topic}: {end - start:.3f} s without a message after t={start:.3f} s, {how}")
+    return gaps
+
+
 def tick_grid(
     embodiment: Embodiment,
     recording: Recording,
     mark: EpisodeMark,
     cameras: list[CameraSpec],
-    stamp: bool,
+    stamp: bool | str,
     label: str,
 ) -> np.ndarray:
     """Control ticks, s, where every state source and camera has a recent message."""
@@ -146,17 +172,33 @@ def _joint_values(
 
 
 def state_matrix(
-    embodiment: Embodiment, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+    embodiment: Embodiment,
+    recording: Recording,
+    ticks: np.ndarray,
+    stamp: bool | str,
+    label: str,
+    policy: GapPolicy | None = None,
+    valid: np.ndarray | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """(T, D) measured state at each tick, rig units (grippers normalised)."""
+    """(T, D) measured state at each tick, rig units (grippers normalised).
+
+    Ticks in gaps longer than the policy's bridge are cleared in ``valid``; shorter gaps are
+    interpolated linearly between the messages on either side.
+    """
+    policy = policy or GapPolicy(strict=True)
+    notes = notes if notes is not None else []
     state = np.zeros((len(ticks), embodiment.action_dim))
     names = embodiment.action_names
     for source in embodiment.state_sources:
         field_name = f"{STATE_KEY} ({source.name})"
         series = _series(recording, source.topic, label, field_name, "state")
         times = series_times(series, stamp)
-        indices = latest_indices(times, ticks)
-        _check_fresh(times, indices, ticks, source.max_age_s, label, field_name, source.topic)
+        gaps = _gaps(times, ticks, source.max_age_s, policy, label, field_name, source.topic, notes)
+        if valid is not None:
+            valid &= ~gaps.masked
+        before, after, weight = interpolation_weights(times, ticks, gaps)
+        indices = np.maximum(np.concatenate([before, after]), 0)
         dims = [
             (d, group, joint)
             for group in embodiment.action_groups
@@ -192,12 +234,14 @@ def state_matrix(
                 if group.kind == "gripper":
                     value = embodiment.gripper_state_to_normalised(group, value)
                 table[row, column] = value
-        state[:, [d for d, _, _ in dims]] = table[tick_rows]
+        rows_before, rows_after = np.split(tick_rows, 2)
+        w = weight[:, None]
+        state[:, [d for d, _, _ in dims]] = (1 - w) * table[rows_before] + w * table[rows_after]
     return state
 
 
 def odometry_poses(
-    embodiment: Embodiment, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+    embodiment: Embodiment, recording: Recording, ticks: np.ndarray, stamp: bool | str, label: str
 ) -> np.ndarray:
     """(T, 3) odometry pose (x m, y m, yaw rad) at each tick, from the first Odometry source."""
     source = next((s for s in embodiment.state_sources if s.type.endswith("Odometry")), None)
@@ -251,14 +295,30 @@ def _frame(series: TopicSeries, index: int, camera: CameraSpec, label: str) -> n
 
 
 def camera_frames(
-    camera: CameraSpec, recording: Recording, ticks: np.ndarray, stamp: bool, label: str
+    camera: CameraSpec,
+    recording: Recording,
+    ticks: np.ndarray,
+    stamp: bool | str,
+    label: str,
+    policy: GapPolicy | None = None,
+    valid: np.ndarray | None = None,
+    notes: list[str] | None = None,
 ) -> list[np.ndarray]:
-    """The frame shown at each tick, RGB uint8 at the camera's image_size (repeats shared)."""
+    """The frame shown at each tick, RGB uint8 at the camera's image_size (repeats shared).
+
+    Bridged gaps hold the last frame; ticks in longer gaps are cleared in ``valid``.
+    """
+    policy = policy or GapPolicy(strict=True)
     field_name = image_key(camera.name)
     series = _series(recording, camera.topic, label, field_name, "missing camera")
     times = series_times(series, stamp)
-    indices = latest_indices(times, ticks)
-    _check_fresh(times, indices, ticks, camera.max_age_s, label, field_name, camera.topic)
+    gaps = _gaps(
+        times, ticks, camera.max_age_s, policy, label, field_name, camera.topic,
+        notes if notes is not None else [],
+    )  # fmt: skip
+    if valid is not None:
+        valid &= ~gaps.masked
+    indices = np.maximum(gaps.before, 0)
     decoded: dict[int, np.ndarray] = {}
     frames = []
     for index in indices:
@@ -276,11 +336,19 @@ def align_episode(
     *,
     label: str,
     task: str,
-    stamp: bool = False,
+    stamp: bool | str = "auto",
+    policy: GapPolicy | None = None,
 ) -> AlignedEpisode:
-    """State, actions and images of one episode on the embodiment's control grid."""
+    """State, actions and images of one episode on the embodiment's control grid.
+
+    ``policy`` defaults to strict (any stale tick is an error); with a lenient policy the
+    result's ``valid`` marks the ticks that are usable and ``gap_notes`` says why others are not.
+    """
+    policy = policy or GapPolicy(strict=True)
     ticks = tick_grid(embodiment, recording, mark, cameras, stamp, label)
-    state = state_matrix(embodiment, recording, ticks, stamp, label)
+    valid = np.ones(len(ticks), dtype=bool)
+    notes: list[str] = []
+    state = state_matrix(embodiment, recording, ticks, stamp, label, policy, valid, notes)
     next_state = np.concatenate([state[1:], state[-1:]])
     action, sources = command_actions(embodiment, recording, ticks, next_state, stamp, label)
     waypoint_groups = [g for g in embodiment.action_groups if g.kind == "base_waypoints"]
@@ -290,5 +358,8 @@ def align_episode(
         for group in waypoint_groups:
             action[:, embodiment.group_slices[group.name]] = steps
             sources[group.name] = "odometry motion to the next tick"
-    images = {c.name: camera_frames(c, recording, ticks, stamp, label) for c in cameras}
-    return AlignedEpisode(label, task, ticks, state, action, images, sources)
+    images = {
+        c.name: camera_frames(c, recording, ticks, stamp, label, policy, valid, notes)
+        for c in cameras
+    }
+    return AlignedEpisode(label, task, ticks, state, action, images, sources, valid, notes)

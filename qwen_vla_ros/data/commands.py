@@ -28,7 +28,7 @@ import numpy as np
 from ..embodiment import ActionGroup, CommandOutput, Embodiment
 from .errors import DatasetError
 from .layout import ACTION_KEY
-from .mcap_io import Recording, TopicSeries
+from .mcap_io import Recording, TopicSeries, uses_header_stamps
 
 NEXT_STATE = "measured state at the next tick (no command recorded)"
 
@@ -85,14 +85,18 @@ def _custom_values(message: Any, output: CommandOutput, width: int) -> list[floa
 
 
 def output_samples(
-    embodiment: Embodiment, output: CommandOutput, series: TopicSeries, stamp: bool
+    embodiment: Embodiment, output: CommandOutput, series: TopicSeries, stamp: bool | str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(times s (N,), values (N, width)) of one output topic, in the groups' joint order."""
+    """(times s (N,), values (N, width)) of one output topic, in the groups' joint order.
+
+    ``stamp``: the time base (``receive``, ``header``, ``auto``; see :mod:`.alignment`).
+    """
     width = sum(len(embodiment.group(g).joints) for g in output.groups)
     wanted = _joint_names(embodiment, output)
     times: list[float] = []
     rows: list[list[float]] = []
-    for received, message in zip(series.times_s(stamp=stamp), series.messages, strict=True):
+    times_s = series.times_s(stamp=uses_header_stamps(series, stamp))
+    for received, message in zip(times_s, series.messages, strict=True):
         where = f"{output.type} on {output.topic} at t={received:.3f} s"
         if output.type == "trajectory_msgs/msg/JointTrajectory":
             start = _stamp_s(message, float(received))
@@ -139,7 +143,7 @@ def command_actions(
     recording: Recording,
     ticks: np.ndarray,
     next_state: np.ndarray,
-    stamp: bool,
+    stamp: bool | str,
     label: str,
 ) -> tuple[np.ndarray, dict[str, str]]:
     """(T, D) actions at the ticks and, per group, where they came from."""

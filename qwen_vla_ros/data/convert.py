@@ -4,28 +4,39 @@
 
 Every episode of every recording (see :mod:`.mcap_io` for the episode marks) is put
 on the control grid (:mod:`.alignment`) and written with :class:`LeRobotV3Writer`.
-The conversion is all or nothing: the first bad episode raises a
-:class:`DatasetError` naming the recording, episode and field, and no dataset
-folder is left behind.
+
+One bad stretch never costs the rest (the default): gaps in a source are bridged or
+masked per :class:`.gaps.GapPolicy` (an episode with masked ticks is written as its valid
+stretches, each an episode of its own), frames with a non-finite state or action are
+masked the same way, an episode that cannot be used at all is skipped with a line saying
+why, and every other episode is converted; :class:`ConversionReport` lists what was
+bridged, masked and skipped. A recording that was never closed (recorder killed) is
+salvaged first (:mod:`.salvage`). With ``strict`` the conversion is all or nothing: the
+first bad episode raises a :class:`DatasetError` naming the recording, episode and field,
+and no dataset folder is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..embodiment import CameraSpec, Embodiment, load_embodiment
-from .alignment import align_episode, frame_decoder
+from .alignment import AlignedEpisode, align_episode, frame_decoder
 from .chunks import waypoint_slices
 from .errors import DatasetError
+from .gaps import BRIDGE_S, MIN_SEGMENT_S, GapPolicy, valid_segments
 from .layout import image_key
 from .lerobot_v3 import EpisodeData, LeRobotV3Writer
 from .mcap_io import list_topics, read_episode_marks, read_recording
+from .salvage import is_closed_mcap, salvage_recording
 from .video import VideoError, choose_codec
 
 #: How far before an episode's start messages are read, ns: the commands and states held
@@ -43,6 +54,11 @@ class ConversionReport:
     codec: str = ""
     cameras: list[str] = field(default_factory=list)
     action_sources: dict[str, set[str]] = field(default_factory=dict)
+    bridged: list[str] = field(default_factory=list)  # "<episode>: <what>" per bridged gap
+    masked: list[str] = field(default_factory=list)  # per masked gap / bad frames
+    skipped: list[str] = field(default_factory=list)  # "<episode>: <why>" per episode left out
+    salvaged: list[str] = field(default_factory=list)  # one line per recovered unclosed file
+    masked_frames: int = 0
 
     def __str__(self) -> str:
         lines = [
@@ -52,24 +68,41 @@ class ConversionReport:
             f"  action {group}: {'; '.join(sorted(how))}"
             for group, how in self.action_sources.items()
         ]
+        lines += [f"  salvaged: {line}" for line in self.salvaged]
+        lines.append(
+            f"  gaps: {len(self.bridged)} bridged, {len(self.masked)} masked "
+            f"({self.masked_frames} frames left out), {len(self.skipped)} episodes skipped"
+        )
+        lines += [f"  bridged {line}" for line in self.bridged]
+        lines += [f"  masked {line}" for line in self.masked]
+        lines += [f"  skipped {line}" for line in self.skipped]
         return "\n".join(lines)
 
 
-def select_cameras(embodiment: Embodiment, recordings: Sequence[Path]) -> list[CameraSpec]:
-    """Required cameras (each must be in every recording) plus optional ones present in all."""
+def select_cameras(
+    embodiment: Embodiment, recordings: Sequence[Path], skipped: list[str] | None = None
+) -> tuple[list[CameraSpec], list[Path]]:
+    """Required cameras plus optional ones present in all usable recordings, and those recordings.
+
+    A recording without a required camera is an error, or, given a ``skipped`` list, is
+    left out (and said so there).
+    """
     topics = {path: list_topics(path) for path in recordings}
-    chosen = []
     for camera in embodiment.cameras:
         absent = [p for p, found in topics.items() if camera.topic not in found]
         if camera.required and absent:
-            raise DatasetError(
+            error = DatasetError(
                 f"missing camera: {camera.topic} is not in the recording",
                 episode=f"{absent[0].name} (all episodes)",
                 field=image_key(camera.name),
             )
-        if not absent:
-            chosen.append(camera)
-    return chosen
+            if skipped is None:
+                raise error
+            for path in absent:
+                skipped.append(f"{path.name} (all episodes): missing camera {camera.topic}")
+                topics.pop(path)
+    chosen = [c for c in embodiment.cameras if all(c.topic in found for found in topics.values())]
+    return chosen, list(topics)
 
 
 def _needed_topics(embodiment: Embodiment, cameras: list[CameraSpec]) -> list[str]:
@@ -85,23 +118,54 @@ def convert_recordings(
     default_task: str | None = None,
     codec: str | None = None,
     overwrite: bool = False,
-    use_stamps: bool = False,
+    use_stamps: bool | str = "auto",
     progress: bool = True,
+    strict: bool = False,
+    gaps: GapPolicy | None = None,
 ) -> ConversionReport:
     """Convert recordings to one LeRobot v3.0 dataset at ``out_root``.
 
     Args:
         default_task: instruction for episodes whose marks carry no task text.
-        use_stamps: align on the stamps recorded with each message (header times)
-            instead of the receive times.
+        use_stamps: the time base, ``"auto"`` (header stamps where they are on the
+            recorder's clock, else receive times), ``"header"``/True or ``"receive"``/False.
         progress: show tqdm progress bars (episodes and frames).
+        strict: all or nothing: the first stale source or bad episode raises.
+        gaps: how gaps are bridged or masked (default :class:`GapPolicy`, or strict).
     """
     paths = [Path(p) for p in recordings]
     if not paths:
         raise ValueError("no recordings given")
-    cameras = select_cameras(embodiment, paths)
+    policy = GapPolicy(strict=True) if strict else (gaps or GapPolicy())
+    with tempfile.TemporaryDirectory(prefix="qwen_vla_salvage_") as scratch:
+        report = ConversionReport(Path(out_root))
+        paths = [_closed_copy(p, Path(scratch), report) for p in paths]
+        skipped = None if policy.strict else report.skipped
+        cameras, paths = select_cameras(embodiment, paths, skipped)
+        if not paths:
+            raise DatasetError("no recording holds every required camera", field="cameras")
+        _convert_all(
+            paths, out_root, embodiment, cameras, report, codec, overwrite,
+            default_task, use_stamps, progress, policy,
+        )  # fmt: skip
+    return report
+
+
+def _closed_copy(path: Path, scratch: Path, report: ConversionReport) -> Path:
+    """The recording itself, or for one never closed (recorder killed) a salvaged copy."""
+    if not path.is_file() or is_closed_mcap(path):
+        return path
+    salvage = salvage_recording(path, scratch / path.name)
+    report.salvaged.append(str(salvage))
+    return salvage.output
+
+
+def _convert_all(
+    paths, out_root, embodiment, cameras, report, codec, overwrite, default_task, use_stamps,
+    progress, policy,
+) -> None:  # fmt: skip
     codec = codec or choose_codec()
-    report = ConversionReport(Path(out_root), codec=codec, cameras=[c.name for c in cameras])
+    report.codec, report.cameras = codec, [c.name for c in cameras]
     writer = LeRobotV3Writer(
         out_root,
         fps=embodiment.control_rate_hz,
@@ -117,48 +181,101 @@ def convert_recordings(
     with writer:
         for path in tqdm(paths, desc="recordings", unit="file", disable=not progress):
             _convert_one(
-                path, embodiment, cameras, writer, report, default_task, use_stamps, progress
+                path, embodiment, cameras, writer, report, default_task, use_stamps, progress,
+                policy,
+            )  # fmt: skip
+        if report.episodes == 0:
+            raise DatasetError(
+                "no usable episode: " + "; ".join(report.skipped or ["the recordings are empty"]),
+                field="episode",
             )
-    return report
 
 
 def _convert_one(
-    path, embodiment, cameras, writer, report, default_task, use_stamps, progress
+    path, embodiment, cameras, writer, report, default_task, use_stamps, progress, policy
 ) -> None:
     marks = read_episode_marks(path)
     if not marks:
+        if not policy.strict:
+            report.skipped.append(f"{path.name}: the recording holds no messages")
+            return
         raise DatasetError("the recording holds no messages", episode=path.name, field="episode")
     topics = _needed_topics(embodiment, cameras)
     for mark in tqdm(marks, desc=path.name, unit="episode", disable=not progress, leave=False):
         label = f"{path.name}#{mark.index}"
-        task = mark.task or default_task
-        if not task:
-            raise DatasetError(
-                "no task text in the episode marks and no default_task", episode=label, field="task"
+        try:
+            aligned = _aligned(path, mark, label, topics, embodiment, cameras, default_task,
+                               use_stamps, policy)  # fmt: skip
+        except DatasetError as exc:
+            if policy.strict:
+                raise
+            report.skipped.append(f"{label}: {exc}")
+            continue
+        _write_segments(aligned, writer, report, embodiment, policy, progress)
+
+
+def _aligned(path, mark, label, topics, embodiment, cameras, default_task, use_stamps, policy):
+    task = mark.task or default_task
+    if not task:
+        raise DatasetError(
+            "no task text in the episode marks and no default_task", episode=label, field="task"
+        )
+    # One episode at a time, frames decoded and shrunk while reading: memory stays
+    # bounded by one episode at the model's image size, whatever the recording's length.
+    recording = read_recording(
+        path,
+        topics,
+        start_ns=max(0, mark.start_ns - LOOKBACK_NS),
+        end_ns=mark.end_ns + 1,
+        transforms={c.topic: frame_decoder(c, label) for c in cameras},
+    )
+    return align_episode(
+        embodiment, recording, mark, cameras, label=label, task=task, stamp=use_stamps,
+        policy=policy,
+    )  # fmt: skip
+
+
+def _write_segments(
+    aligned: AlignedEpisode, writer, report: ConversionReport, embodiment, policy, progress
+) -> None:
+    """Write the episode's valid stretches (the whole episode when nothing was masked)."""
+    label = aligned.label
+    for note in aligned.gap_notes:
+        (report.bridged if note.endswith("bridged") else report.masked).append(f"{label}: {note}")
+    valid = aligned.valid.copy()
+    if not policy.strict:
+        finite = np.isfinite(aligned.state).all(1) & np.isfinite(aligned.action).all(1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            report.masked.append(
+                f"{label}: {int((~finite).sum())} frames with a NaN or infinite state or action "
+                f"(first at t={aligned.times[first]:.3f} s)"
             )
-        # One episode at a time, frames decoded and shrunk while reading: memory stays
-        # bounded by one episode at the model's image size, whatever the recording's length.
-        recording = read_recording(
-            path,
-            topics,
-            start_ns=max(0, mark.start_ns - LOOKBACK_NS),
-            end_ns=mark.end_ns + 1,
-            transforms={c.topic: frame_decoder(c, label) for c in cameras},
+        valid &= finite
+    min_ticks = max(2, int(np.ceil(policy.min_segment_s / embodiment.dt - 1e-9)))
+    segments = [slice(0, len(valid))] if valid.all() else valid_segments(valid, min_ticks)
+    if not segments:
+        report.skipped.append(
+            f"{label}: no valid stretch of {policy.min_segment_s} s ({int(valid.sum())} of "
+            f"{len(valid)} frames valid)"
         )
-        aligned = align_episode(
-            embodiment, recording, mark, cameras, label=label, task=task, stamp=use_stamps
-        )
+        report.masked_frames += len(valid)
+        return
+    report.masked_frames += len(valid) - sum(s.stop - s.start for s in segments)
+    for number, part in enumerate(segments):
+        name = label if len(segments) == 1 else f"{label}.{number}"
         frames = {
-            name: tqdm(
-                images, desc=f"{label} {name}", unit="frame", disable=not progress, leave=False
-            )
-            for name, images in aligned.images.items()
-        }
-        writer.add_episode(EpisodeData(task, aligned.state, aligned.action, frames, label))
+            camera: tqdm(images[part], desc=f"{name} {camera}", unit="frame",
+                         disable=not progress, leave=False)
+            for camera, images in aligned.images.items()
+        }  # fmt: skip
+        writer.add_episode(
+            EpisodeData(aligned.task, aligned.state[part], aligned.action[part], frames, name)
+        )
         report.episodes += 1
-        report.frames += len(aligned.times)
-        for group, how in aligned.action_sources.items():
-            report.action_sources.setdefault(group, set()).add(how)
+        report.frames += part.stop - part.start
+    for group, how in aligned.action_sources.items():
+        report.action_sources.setdefault(group, set()).add(how)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,7 +286,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=None, help="instruction for episodes without one")
     parser.add_argument("--codec", default=None, help="PyAV encoder (default: libsvtav1 if usable)")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--use-stamps", action="store_true", help="align on header stamps")
+    parser.add_argument(
+        "--time-base", choices=("auto", "header", "receive"), default="auto",
+        help="align on header stamps, receive times, or (auto) stamps where on the recorder's clock",
+    )  # fmt: skip
+    parser.add_argument("--use-stamps", action="store_true", help="same as --time-base header")
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="all or nothing: the first stale source or bad episode fails the conversion",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bridge-s", type=float, default=BRIDGE_S,
+        help=f"longest gap in a source bridged by interpolation/holding, s (default {BRIDGE_S})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-segment-s", type=float, default=MIN_SEGMENT_S,
+        help=f"shortest valid stretch kept as an episode, s (default {MIN_SEGMENT_S})",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,7 +314,9 @@ def run(args: argparse.Namespace) -> int:
             default_task=args.task,
             codec=args.codec,
             overwrite=args.overwrite,
-            use_stamps=args.use_stamps,
+            use_stamps="header" if args.use_stamps else args.time_base,
+            strict=args.strict,
+            gaps=GapPolicy(bridge_s=args.bridge_s, min_segment_s=args.min_segment_s),
         )
     except (DatasetError, VideoError, FileExistsError) as exc:  # a bad codec or odd image size too
         print(f"conversion failed: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 from .errors import DatasetError
 from .msg_definitions import MessageDefinitionError, full_type_name, message_definition
+from .rosbag2_qos import DEFAULT_OFFERED_QOS
 
 EPISODE_TOPIC = "/qwen_vla/episode"
 EPISODE_TYPE = "std_msgs/msg/String"
@@ -107,7 +108,7 @@ class McapEpisodeWriter:
         """Declare a topic; ``definition`` defaults to the installed complete .msg text.
 
         ``channel_metadata`` may carry rosbag2's ``offered_qos_profiles`` YAML; without it
-        ``ros2 bag play`` publishes with default QoS.
+        the channel offers :data:`.rosbag2_qos.DEFAULT_OFFERED_QOS` (reliable, volatile).
         """
         with self._lock:
             self._add_topic_locked(topic, type_name, definition, channel_metadata)
@@ -124,11 +125,13 @@ class McapEpisodeWriter:
             self._schemas[type_name] = self._writer.register_schema(
                 name=type_name, encoding=SchemaEncoding.ROS2, data=text.encode("utf-8")
             )
+        metadata = dict(channel_metadata or {})
+        metadata.setdefault("offered_qos_profiles", DEFAULT_OFFERED_QOS)
         channel_id = self._writer.register_channel(
             topic=topic,
             message_encoding=MessageEncoding.CDR,
             schema_id=self._schemas[type_name],
-            metadata=dict(channel_metadata or {}),
+            metadata=metadata,
         )
         self._channels[topic] = (channel_id, type_name)
         return channel_id
@@ -213,6 +216,11 @@ class McapEpisodeWriter:
         self._add(channel_id, payload, int(time_ns), None)
 
     # -- closing -------------------------------------------------------------------
+    def set_metadata(self, key: str, value: str) -> None:
+        """Set one entry of the :data:`METADATA_NAME` record written at close."""
+        with self._lock:
+            self._metadata[key] = str(value)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.path} is already closed")
@@ -263,6 +271,31 @@ class TopicSeries:
     def times_s(self, stamp: bool = False) -> np.ndarray:
         """Receive times (or the recorded stamps), s, float64."""
         return (self.publish_times if stamp else self.log_times).astype(np.float64) * 1e-9
+
+
+#: Range of the median (receive time - header stamp) for stamps to be on the recorder's clock, s.
+SAME_CLOCK_OFFSET_S = (-0.1, 1.0)
+
+
+def uses_header_stamps(series: TopicSeries, stamp: bool | str) -> bool:
+    """Whether a topic is aligned on its header stamps under the time base ``stamp``.
+
+    ``"header"``/True: always; ``"receive"``/False: never; ``"auto"``: where the stamps are
+    set, in order, and on the recorder's clock (median offset within :data:`SAME_CLOCK_OFFSET_S`).
+    """
+    if stamp in (True, "header"):
+        return True
+    if stamp in (False, "receive"):
+        return False
+    if stamp != "auto":
+        raise ValueError(f"time base {stamp!r} is not receive, header or auto")
+    published, received = series.publish_times, series.log_times
+    if len(published) == 0 or np.array_equal(published, received):
+        return False
+    if (published <= 0).any() or (np.diff(published) < 0).any():
+        return False
+    offset = float(np.median(received - published)) * 1e-9
+    return SAME_CLOCK_OFFSET_S[0] <= offset <= SAME_CLOCK_OFFSET_S[1]
 
 
 @dataclass

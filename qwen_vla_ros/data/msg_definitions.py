@@ -1,9 +1,13 @@
 """Complete ROS 2 message definitions (``ros2msg`` text) from the installed share folders.
 
 rosbag2 stores, per MCAP schema, the type's ``.msg`` text followed by every nested
-type it uses, each after a delimiter line of 80 ``=`` and a ``MSG: pkg/msg/Type``
-line (rosbag2 docs, "Message Definition Encoding"). ``mcap_ros2`` decodes with that
-text, so a recording made here reads in Foxglove, rosbag2 and this package alike.
+type it uses, each after a delimiter line of 80 ``=`` and a ``MSG: pkg/Type`` line
+(rosbag2 docs, "Message Definition Encoding"). The nested name is spelled as the
+fields spell it, ``std_msgs/Header`` (a bare ``Type`` field of package ``pkg`` is
+``pkg/Type``), never ``pkg/msg/Type``: Foxglove's decoder looks each field's type up by
+exactly that name and fails on the ``/msg/`` spelling ("Expected 1 top level type
+definition for 'std_msgs/Header' but found 0"). The schema's own name stays
+``pkg/msg/Type``, as rosbag2 writes it.
 
 The ``.msg`` files are found under ``<prefix>/share/<pkg>/msg/`` for every prefix in
 ``AMENT_PREFIX_PATH`` and the Python prefix (the ROS PyPI wheels install there).
@@ -47,6 +51,12 @@ def full_type_name(type_name: str) -> str:
     """The canonical ``pkg/msg/Type`` spelling."""
     package, name = split_type_name(type_name)
     return f"{package}/msg/{name}"
+
+
+def field_type_name(type_name: str) -> str:
+    """The ``pkg/Type`` spelling fields use, which rosbag2 writes after ``MSG:``."""
+    package, name = split_type_name(type_name)
+    return f"{package}/{name}"
 
 
 def share_directories() -> list[Path]:
@@ -130,6 +140,6 @@ def message_definition(type_name: str) -> str:
             continue
         done.add(current)
         text = _own_text(current).rstrip("\n")
-        sections.append(f"{DELIMITER}\nMSG: {current}\n{text}")
+        sections.append(f"{DELIMITER}\nMSG: {field_type_name(current)}\n{text}")
         pending.extend(t for t in nested_types(split_type_name(current)[0], text) if t not in done)
     return "\n".join(sections) + "\n"

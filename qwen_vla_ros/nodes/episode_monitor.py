@@ -38,6 +38,7 @@ class EpisodeMonitor(Node):
         self._recording = False
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.reset_client = self.create_client(Trigger, "/sim_bridge/reset")
+        self.restart_client = self.create_client(Trigger, "/sim_bridge/restart")
         # one command row per control tick, sampled when this output is published
         self._clock_output = next(
             (o for o in embodiment.outputs if all(embodiment.group(g).kind != "base_waypoints" for g in o.groups)),

@@ -18,6 +18,7 @@ Topics and services:
                                  object the instruction did not name
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
                                  seed: the previous episode's + 1; the first is `seed`)
+    ~/restart                    std_srvs/Trigger: the same episode (seed) again, from its start
     instruction (subscribed)     std_msgs/String: colour tasks score the object it names
 Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/reset.
 """
@@ -92,6 +93,7 @@ class SimBridgeNode(Node):
             msg_type, read = COMMAND_READERS[output.type]
             self.create_subscription(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/restart", self._on_restart)
 
     def _command_callback(self, topic: str, read):
         def callback(msg) -> None:
@@ -113,6 +115,13 @@ class SimBridgeNode(Node):
             goal = self.sim.set_instruction(msg.data)
         if goal is not None:
             self.get_logger().info(f"scoring the episode against the {goal} object named in '{msg.data}'")
+
+    def _on_restart(self, request, response):
+        with self._lock:
+            self.sim.reset(seed=self.sim.episode_seed)
+            seed = self.sim.episode_seed
+        response.success, response.message = True, f"{self.sim.task} episode {seed} from its start"
+        return response
 
     def _on_reset(self, request, response):
         task = self.get_parameter("task").value or None

@@ -38,6 +38,7 @@ from ..demonstrations import (
 from ..embodiment import load_embodiment
 from ..evaluation import (
     image_strip,
+    paired_report,
     percentiles,
     plot_commands,
     summarize,
@@ -46,10 +47,13 @@ from ..evaluation import (
     write_video,
 )
 from ..model.shipped import SIM_DEMO
+from ..sim.aloha_tasks import CUBE_COLORS
+from ..sim.base_scene import BOX_COLORS
 from .episode_monitor import EpisodeMonitor
 
 UNTRAINED_NOTE = "tiny UNTRAINED policy (random weights): it moves within limits, it is not a trained skill"
 DEMO_TASK = "pick_color"
+GOALS = {"pick_color": CUBE_COLORS, "drive_to_color": BOX_COLORS}
 #: Simulated seconds per episode (the scripted experts finish in about these times).
 TASK_SECONDS = {"transfer_cube": 8.0, "insertion": 8.0, "pick_color": 6.0, "drive_to_color": 12.0}
 
@@ -74,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--paired", action="store_true",
+                        help="colour tasks: each scene twice, with its goal and with another colour "
+                             "(instruction following: does the robot act on the object it is told?)")
 
 
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -85,6 +92,20 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def _instruction(args: argparse.Namespace, seed: int) -> str:
     return args.instruction or instruction_for(args.task, task_goal(args.task, seed), seed)
+
+
+def _episode_plan(args: argparse.Namespace) -> list[tuple[int, str | None, bool]]:
+    """(seed, goal, same scene as the episode before) per episode. ``--paired``: each seed
+    with its own goal, then the same scene with the next colour of the task."""
+    plan = []
+    for k in range(args.episodes):
+        seed = args.first_seed + k
+        goal = task_goal(args.task, seed)
+        plan.append((seed, goal, False))
+        if args.paired and goal is not None:
+            colours = list(GOALS[args.task])
+            plan.append((seed, colours[(colours.index(goal) + 1) % len(colours)], True))
+    return plan
 
 
 class _Session:
@@ -133,12 +154,15 @@ class _Session:
                     flush=True,
                 )
 
-    def episode(self, instruction: str, seconds: float, reset: bool) -> dict:
+    def episode(self, instruction: str, seconds: float, reset: bool, same_scene: bool = False) -> dict:
+        """One episode; ``reset``: a new scene first (the next seed), or with ``same_scene``
+        the current seed's scene again from its start (paired instructions)."""
         monitor = self.monitor
         if reset:
             monitor.instruct("")  # stop the old task before the world jumps back
-            self.spin_until(lambda: monitor.reset_client.service_is_ready(), "waiting for the sim")
-            future = monitor.reset_client.call_async(Trigger.Request())
+            client = monitor.restart_client if same_scene else monitor.reset_client
+            self.spin_until(lambda: client.service_is_ready(), "waiting for the sim")
+            future = client.call_async(Trigger.Request())
             self.spin_until(future.done, "resetting the sim")
         monitor.instruct(instruction)
         monitor.begin(instruction)
@@ -193,10 +217,10 @@ def run_eval(args: argparse.Namespace) -> int:
           f"{args.first_seed + args.episodes - 1}, {args.seconds:g} s each, model: {_model_note(args)}")
     episodes = []
     with _Session(args, out) as session:
-        for i in range(args.episodes):
-            seed = args.first_seed + i
-            record = session.episode(_instruction(args, seed), args.seconds, reset=i > 0)
-            summary = {"seed": seed, "goal": task_goal(args.task, seed), **summarize(record, session.embodiment, _model_note(args))}
+        for i, (seed, goal, same_scene) in enumerate(_episode_plan(args)):
+            instruction = args.instruction or instruction_for(args.task, goal, seed)
+            record = session.episode(instruction, args.seconds, reset=i > 0, same_scene=same_scene)
+            summary = {"seed": seed, "goal": goal, **summarize(record, session.embodiment, _model_note(args))}
             episodes.append(summary)
             if i < args.video:
                 write_video(record, out / f"episode-{seed}.mp4")
@@ -212,6 +236,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "episodes": len(episodes),
         "success_rate": float(np.mean([e["success"] for e in episodes])),
         **task_report(episodes),
+        **({"paired_instructions": paired_report(episodes)} if args.paired else {}),
         "inference_latency_ms_p50_per_episode": percentiles(latencies),
         "boundary_to_within_change_ratio": float(np.median(ratios)) if ratios else None,
         "per_episode": episodes,

@@ -186,6 +186,7 @@ class AlohaSim:
             data.ctrl[arm.finger_ctrl] = (START_SIM_FINGER, -START_SIM_FINGER)
         object_poses, self.goal = self._task.sample(seed)
         data.qpos[model.nq - len(object_poses):] = object_poses
+        self._placed = self._task.object_poses(model, data)
         mujoco.mj_forward(model, data)
         self._pending_s = 0.0
 
@@ -362,7 +363,9 @@ class AlohaSim:
 
     def wrong_object(self) -> bool:
         """Language-conditioned tasks: an object other than the named one was moved or touched."""
-        return self._task.name == "pick_color" and wrong_object(self.contacts(), self.goal)
+        if self._task.name != "pick_color":
+            return False
+        return wrong_object(self.contacts(), self.goal, self.object_poses(), self._placed)
 
     def success(self) -> bool:
         return self.reward() >= self._task.max_reward

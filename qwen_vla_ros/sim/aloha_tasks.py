@@ -143,14 +143,29 @@ def pick_color_reward(contacts: Contacts, goal: str) -> int:
     return 1 if touched else 0
 
 
-def wrong_object(contacts: Contacts, goal: str) -> bool:
-    """A cube other than the named one is touched by a finger or off the table."""
+#: A cube counts as moved when it is this far (m) from where it was placed, or this high.
+MOVED_M, LIFTED_Z_M = 0.03, 0.07  # cubes are placed 0.05 m up and settle at 0.02 m
+
+
+def wrong_object(contacts: Contacts, goal: str, poses: dict[str, np.ndarray], placed: dict[str, np.ndarray]) -> bool:
+    """A cube other than the named one is touched by a finger, pushed or lifted.
+
+    ``poses``/``placed``: cube body name -> pose now / as placed at reset (xyz m first).
+    """
     fingers = (LEFT_FINGER_GEOM, RIGHT_FINGER_GEOM)
-    return any(
-        _touch_any(contacts, fingers, cube_geom(c)) or not _touch(contacts, cube_geom(c), "table")
-        for c in CUBE_COLORS
-        if c != goal
-    )
+    for color in CUBE_COLORS:
+        if color == goal:
+            continue
+        body = cube_body(color)
+        moved = np.linalg.norm(poses[body][:2] - placed[body][:2]) > MOVED_M or poses[body][2] > LIFTED_Z_M
+        if moved or _touch_any(contacts, fingers, cube_geom(color)):
+            return True
+    return False
+
+
+def cube_body(color: str) -> str:
+    """Body name of a pick_color cube (the red one keeps gym-aloha's ``box``)."""
+    return "box" if color == "red" else f"box_{color}"
 
 
 def goal_from_instruction(text: str, goals: tuple[str, ...]) -> str | None:

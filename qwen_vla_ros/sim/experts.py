@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aloha_conventions import SIDES
-from .aloha_tasks import cube_geom
+from .aloha_tasks import cube_body, cube_geom
 from .arm_ik import ArmIK, axis_angle_quat, normalized
 
 #: Action names of the expert's 14-value vector (ALOHA's order, as in the aloha embodiments).
@@ -181,8 +181,7 @@ class PickColorExpert(ScriptedExpert):
     episode_steps = 300
 
     def plan(self, start, objects, goal):
-        body = {"red": "box"}.get(goal, f"box_{goal}")
-        cube = objects[body][:3]
+        cube = objects[cube_body(goal)][:3]
         side = "right" if cube[0] >= 0.0 else "left"
         quat = PICK_RIGHT if side == "right" else PICK_LEFT
         above = cube + [0, 0, 0.08]

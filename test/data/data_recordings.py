@@ -62,6 +62,9 @@ class RecordingSpec:
     nan_command_at: float | None = None  # a NaN in the left arm command from this time
     camera_gap: tuple[float, float] | None = None  # cam_high sends nothing in this span, s
     right_joints: tuple[str, ...] | None = None  # other joint names on the right arm
+    state_gap: tuple[float, float] | None = None  # the left arm's joint states silent here, s
+    chunk_size: int = 1 << 20  # MCAP chunk size, bytes (small: many chunks)
+    compression: str = "zstd"
 
 
 def _header(msg, t: float) -> None:
@@ -86,6 +89,8 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
     for n in range(int(spec.duration * STATE_HZ)):
         t = n / STATE_HZ
         for arm, side in enumerate(("left", "right")):
+            if side == "left" and spec.state_gap and spec.state_gap[0] <= t < spec.state_gap[1]:
+                continue
             msg = JointState()
             _header(msg, t)
             msg.name = ARM_JOINTS + ["left_finger", "right_finger"]
@@ -143,7 +148,7 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
                     )
                 )
     messages.sort(key=lambda m: m[0])
-    with McapEpisodeWriter(path) as writer:
+    with McapEpisodeWriter(path, chunk_size=spec.chunk_size, compression=spec.compression) as writer:
         marks = sorted(
             [(s, "start", task) for task, s, _ in spec.episodes]
             + [(e, "end", None) for _, _, e in spec.episodes]

@@ -199,13 +199,13 @@ def test_stats_match_the_data(converted, small_aloha):
         "missing-joint",
     ],
 )
-def test_bad_recordings_name_episode_and_field_and_leave_nothing(
+def test_strict_bad_recordings_name_episode_and_field_and_leave_nothing(
     recording_factory, small_aloha, tmp_path, spec, episode, field, reason
 ):
     good = recording_factory(RecordingSpec())
     bad = recording_factory(spec)  # rec1.mcap: converted after a good recording was written
     with pytest.raises(DatasetError, match=reason) as caught:
-        convert_recordings([good, bad], tmp_path / "ds", small_aloha, progress=False)
+        convert_recordings([good, bad], tmp_path / "ds", small_aloha, progress=False, strict=True)
     assert caught.value.episode == episode and caught.value.field == field
     assert _no_leftovers(tmp_path, "ds")
 

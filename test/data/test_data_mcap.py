@@ -48,12 +48,13 @@ def _image(value: int) -> Image:
 def test_complete_definition_lists_each_nested_type_once():
     text = message_definition("nav_msgs/msg/Odometry")
     nested = [line for line in text.splitlines() if line.startswith("MSG: ")]
-    for name in (
-        "std_msgs/msg/Header",
-        "builtin_interfaces/msg/Time",
-        "geometry_msgs/msg/PoseWithCovariance",
+    for name in (  # spelled as the fields spell them, as rosbag2 writes them
+        "std_msgs/Header",
+        "builtin_interfaces/Time",
+        "geometry_msgs/PoseWithCovariance",
     ):
         assert nested.count(f"MSG: {name}") == 1
+    assert not [line for line in nested if "/msg/" in line]
     assert text.count(DELIMITER) == len(nested)
     assert "nav_msgs/msg/Odometry" in generate_dynamic("nav_msgs/msg/Odometry", text)
     assert message_definition("sensor_msgs/Image") == message_definition("sensor_msgs/msg/Image")
@@ -69,7 +70,7 @@ def test_unknown_type_names_itself_and_can_be_registered():
         "qwen_test_msgs/msg/Command", "string name\nstd_msgs/Header header\nfloat32[] cmd\n"
     )
     text = message_definition("qwen_test_msgs/msg/Command")
-    assert "MSG: std_msgs/msg/Header" in text and "MSG: builtin_interfaces/msg/Time" in text
+    assert "MSG: std_msgs/Header" in text and "MSG: builtin_interfaces/Time" in text
 
 
 def test_round_trip_of_real_messages(tmp_path):

@@ -44,11 +44,18 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     spinner.start()
     monitor.begin("recording")
     monitor.instruct("pick up the cube")
-    assert wait_for(lambda: len(monitor.record.chunk_times) >= 2, timeout_s=120)
+    assert wait_for(lambda: len(monitor.record.chunk_times) >= 2, timeout_s=300)  # slow start under load
     assert wait_for(lambda: recorder.messages > 400, timeout_s=60)
     monitor.instruct("")  # an empty instruction ends the episode
     assert wait_for(lambda: not recorder.writer.episode_open, timeout_s=10)
     recorder.on_shutdown()
+    print("\n".join(f"{topic}: {stats}" for topic, stats in recorder.stats.items()))
+    # The recorder itself drops nothing. Samples the publishers never delivered ("lost in
+    # transport": best-effort sensors, or a shallow keep-last history overwritten before a
+    # loaded reader caught up) are counted in the file; conversion bridges those gaps.
+    dropped = {t: s["dropped_queue_full"] for t, s in recorder.stats.items() if s["dropped_queue_full"]}
+    assert not dropped, f"the recorder dropped messages: {dropped}"
+    assert all(s["written"] == s["received"] for s in recorder.stats.values()), recorder.stats
     for node in (recorder, monitor):  # their latched instruction ("") must not outlive the test
         spinner.executor.remove_node(node)
         node.destroy_node()
@@ -62,7 +69,9 @@ def test_record_convert_train_every_stage_resume_and_deploy(ros_context, spinner
 
     dataset = tmp_path / "dataset"
     report = convert_recordings([recording], dataset, emb, progress=False)
-    assert report is not None and (dataset / "meta" / "info.json").is_file()
+    print(report)
+    assert (dataset / "meta" / "info.json").is_file()
+    assert report.episodes >= 1 and not report.skipped, report
     samples = LeRobotV3Dataset(dataset, emb)
     assert len(samples) > 20 and samples[0]["action"].shape == (emb.chunk_horizon, emb.action_dim)
     assert samples[0]["instruction"] == "pick up the cube"
