@@ -39,6 +39,35 @@ class BackboneFeatures:
     mask: torch.Tensor
 
 
+def _is_lora_layer(module: nn.Module) -> bool:
+    """A ``peft`` LoRA layer (duck-typed, so peft is imported only by whoever injected it)."""
+    return hasattr(module, "lora_A") and hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
+
+
+def merged_lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The model's state dict with every LoRA layer folded into a plain layer's keys:
+    ``weight = W + (alpha / r) B A`` (computed in float32, stored in W's dtype), adapters
+    dropped. None when the model has no LoRA layer (save as usual)."""
+    layers = [(name, m) for name, m in model.named_modules() if _is_lora_layer(m)]
+    if not layers:
+        return None
+    state = model.state_dict()
+    for name, layer in layers:
+        for key in [k for k in state if k.startswith(f"{name}.")]:
+            del state[key]
+        base = layer.get_base_layer()
+        weight = base.weight.detach()
+        merged = weight.float()
+        if not getattr(layer, "merged", False):
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    merged = merged + layer.get_delta_weight(adapter).detach().float()
+        state[f"{name}.weight"] = merged.to(weight.dtype)
+        if getattr(base, "bias", None) is not None:
+            state[f"{name}.bias"] = base.bias.detach()
+    return state
+
+
 def model_family(config) -> str:
     """The family of a Hugging Face config, or a clear error for unsupported models."""
     model_type = getattr(config, "model_type", None)
@@ -109,8 +138,12 @@ class QwenBackbone(nn.Module):
         return cls(model.eval(), processor, feature_layers)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Model weights (safetensors), config, tokenizer and processor, HF layout."""
-        self.model.save_pretrained(directory)
+        """Model weights (safetensors), config, tokenizer and processor, HF layout.
+
+        LoRA adapters (``peft`` layers, see ``training.lora``) are saved merged into their
+        base weights, so the folder loads as a plain model of the same architecture.
+        """
+        self.model.save_pretrained(directory, state_dict=merged_lora_state_dict(self.model))
         self.processor.save_pretrained(directory)
 
     # -- properties -----------------------------------------------------------------------
@@ -169,9 +202,15 @@ class QwenBackbone(nn.Module):
             prepared["pixel_values"] = prepared["pixel_values"].to(self.dtype)
         return prepared
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> BackboneFeatures:
-        """Run the language model over the prepared prompt once; no cache is kept."""
-        outputs = self.model.model(
+    def forward(
+        self, inputs: dict[str, torch.Tensor], language_model: nn.Module | None = None
+    ) -> BackboneFeatures:
+        """Run the language model over the prepared prompt once; no cache is kept.
+
+        ``language_model``: a stand-in for ``self.model.model`` with the same weights (the
+        fast path's compiled module).
+        """
+        outputs = (self.model.model if language_model is None else language_model)(
             **inputs,
             use_cache=False,
             output_hidden_states=self.feature_layers is not None,

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class ActionDiT(nn.Module):
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.action_out = nn.Linear(dim, width)
+        # Training only: recompute each block's activations in the backward pass.
+        self.gradient_checkpointing = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -210,8 +213,13 @@ class ActionDiT(nn.Module):
         )
         time_emb = self.time_mlp(timestep_embedding(time, self.config.hidden_size).to(dtype))
         memory = cond if cond_projected else self.project_condition(cond)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, time_emb, memory, cond_mask)
+            if recompute:
+                # non-reentrant: correct with inputs that need no gradient; RNG state replayed
+                x = checkpoint(block, x, time_emb, memory, cond_mask, use_reentrant=False)
+            else:
+                x = block(x, time_emb, memory, cond_mask)
         shift, scale = self.final_modulation(time_emb).chunk(2, dim=-1)
         return self.action_out(_modulate(self.final_norm(x[:, 1:]), shift, scale))
 

@@ -28,6 +28,7 @@ from .backbone import BackboneFeatures, QwenBackbone
 from .config import PolicyConfig
 from .dit import ActionDiT, DiTConfig, dit_preset
 from .errors import MissingNormalizationError, ModelInputError
+from .fast_path import DEFAULT_PROMPT_BUCKET, FastInference
 from .flow import euler_sample, interpolate, masked_mse, padded_noise, sample_time, target_velocity
 from .inputs import (
     batch_arrays,
@@ -73,6 +74,7 @@ class QwenVLAPolicy(nn.Module):
         self.norm_stats: dict[str, NormStats] = dict(norm_stats or {})
         self._embodiments: dict[str, Embodiment] = {}
         self._chunk_ids = itertools.count(1)
+        self.fast: FastInference | None = None  # see enable_fast_inference
         self.set_backbone_frozen(config.freeze_backbone)
 
     # -- construction, saving ---------------------------------------------------------------
@@ -276,19 +278,56 @@ class QwenVLAPolicy(nn.Module):
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         with torch.inference_mode():
             clock = self._lap(timings, "preprocess", clock)
-            features = self.backbone(prepared.inputs)
+            fast = self.fast
+            features = self.backbone(prepared.inputs) if fast is None else fast.features(prepared.inputs)
             clock = self._lap(timings, "backbone", clock)
-            actions = self.sample_actions(
-                features,
-                prepared.state,
-                prepared.dim_mask,
-                prepared.embodiment.chunk_horizon,
-                generator,
-                num_steps,
-                self._prefix_tensor(prefix, prepared, len(observations)),
-            )
+            prefix_rows = self._prefix_tensor(prefix, prepared, len(observations))
+            horizon = prepared.embodiment.chunk_horizon
+            if fast is None:
+                actions = self.sample_actions(features, prepared.state, prepared.dim_mask, horizon, generator,
+                                              num_steps, prefix_rows)
+            else:
+                shape = (len(observations), horizon, self.max_action_dim)
+                noise = padded_noise(shape, prepared.dim_mask, generator, self.device, prepared.state.dtype)
+                actions = fast.sample(features, prepared.state, prepared.dim_mask, noise,
+                                      num_steps or self.config.num_inference_steps, prefix_rows)
             self._lap(timings, "decoder", clock)
         return self._to_chunks(actions, prepared, observations, timings)
+
+    def enable_fast_inference(
+        self,
+        compile: bool | None = None,
+        *,
+        decoder_dtype: torch.dtype | None = None,
+        prompt_bucket: int = DEFAULT_PROMPT_BUCKET,
+        compile_backbone: bool | None = None,
+    ) -> FastInference:
+        """Switch :meth:`predict_chunks` to the fast path (see :mod:`.fast_path`).
+
+        ``compile``: ``torch.compile`` the Euler loop (CUDA graphs on CUDA); None = on CUDA
+        devices only. ``compile_backbone``: also the backbone (with ``compile``); None = on
+        CUDA only (on CPU it compiles for minutes and runs no faster). ``decoder_dtype``:
+        None = bfloat16 on CUDA, unchanged elsewhere. Call after moving the policy to its device.
+        """
+        cuda = self.device.type == "cuda"
+        compile_backbone = cuda if compile_backbone is None else compile_backbone
+        dtype = decoder_dtype if decoder_dtype is not None else (torch.bfloat16 if cuda else None)
+        if dtype is not None:
+            self.decoder.to(dtype)
+        self.fast = FastInference(self.backbone, self.decoder, compile=cuda if compile is None else bool(compile),
+                                  prompt_bucket=prompt_bucket, compile_backbone=compile_backbone)
+        return self.fast
+
+    def warm_up(self, embodiment: EmbodimentLike, *, num_steps: int | None = None, batch_size: int = 1,
+                instruction: str = "pick up the object and place it in the box") -> float:
+        """Run one dummy chunk (grey images, home state) so the first real one is not the one
+        that compiles, allocates and initialises; returns its seconds."""
+        emb = self.resolve_embodiment(embodiment)
+        images = {c.name: np.full((*c.image_size, 3), 128, np.uint8) for c in emb.cameras if c.required}
+        observation = Observation(images=images, state=emb.home_position, instruction=instruction)
+        started = time.perf_counter()
+        self.predict_chunks([observation] * batch_size, emb, seed=0, num_steps=num_steps)
+        return time.perf_counter() - started
 
     def prepare_observations(
         self,

@@ -59,11 +59,13 @@ class InferenceNode(Node):
             "rtc_prefix": True,
             "chunk_topic": "action_chunk",
             "autostart": True,  # act on each new instruction; false: wait for ~/start
+            "compile": "auto",  # fast path (model/fast_path.py): true | false | auto = on CUDA devices
         }
         for name, default in params.items():
             self.declare_parameter(name, default)
         self.p = {name: self.get_parameter(name).value for name in params}
         self.policy = load_policy(self.p, self.embodiment, self.get_logger())
+        self._warm_up()
         self.trigger = InferenceTrigger(
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
         )
@@ -82,6 +84,14 @@ class InferenceNode(Node):
         self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._worker.start()
+
+    def _warm_up(self) -> None:
+        """Fast path if asked, then one dummy chunk: the first real chunk is then not the one that compiles."""
+        choice = str(self.p["compile"]).lower()
+        if choice == "true" or (choice == "auto" and self.policy.device.type == "cuda"):
+            self.policy.enable_fast_inference(compile=True)
+        seconds = self.policy.warm_up(self.embodiment, num_steps=int(self.p["num_inference_steps"]))
+        self.get_logger().info(f"warm-up chunk: {seconds * 1e3:.0f} ms (compiled: {bool(self.policy.fast and self.policy.fast.compile)})")
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

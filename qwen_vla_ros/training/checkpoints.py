@@ -3,7 +3,7 @@
 Each checkpoint folder holds what ``accelerate``'s ``save_state`` writes (model weights as
 safetensors, optimizer state, every process's RNG states; FSDP-aware) plus this module's
 files: ``ema.safetensors`` (averaged decoder weights; one ``ema-rankNNN`` file per process
-under FSDP, whose shards differ), ``scheduler.json`` and, written last
+under FSDP, whose shards differ: FSDP2's DTensors are saved as each process's local shard), ``scheduler.json`` and, written last
 as the completeness marker, ``trainer_state.json`` (step, evaluation history, stage). A
 folder without the marker (an interrupted save) is ignored when resuming.
 """
@@ -72,7 +72,8 @@ def save_checkpoint(accelerator, output: Path, state: TrainerState, ema: Decoder
     path = checkpoint_dir(output, state.step)
     accelerator.save_state(str(path))
     if ema is not None and _ema_file(accelerator):
-        save_file({k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()}, str(path / _ema_file(accelerator)))
+        shards = {k: _local(v).detach().cpu().contiguous() for k, v in ema.shadow.items()}
+        save_file(shards, str(path / _ema_file(accelerator)))
     accelerator.wait_for_everyone()  # every EMA shard is written before the marker
     if accelerator.is_main_process:
         state.ema_updates = ema.updates if ema is not None else 0
@@ -99,9 +100,25 @@ def load_checkpoint(accelerator, path: Path, stage: str, ema: DecoderEMA | None,
         name = _ema_file(accelerator) or EMA_FILE
         if not (path / name).is_file():
             raise TrainingError(f"{path}: no {name}, but EMA is enabled in this run")
-        ema.load_state_dict({"decay": ema.decay, "updates": state.ema_updates, "shadow": load_file(str(path / name))})
+        shadow = {k: _like(ema.shadow.get(k), v) for k, v in load_file(str(path / name)).items()}
+        ema.load_state_dict({"decay": ema.decay, "updates": state.ema_updates, "shadow": shadow})
     scheduler.load_state_dict(json.loads((path / SCHEDULER_FILE).read_text()))
     return state
+
+
+def _local(tensor):
+    """This process's shard of an FSDP2 (DTensor) weight; a plain tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _like(reference, shard):
+    """A saved shard as the kind of tensor the EMA holds (a DTensor on the same mesh under FSDP2)."""
+    if reference is None or not hasattr(reference, "to_local"):
+        return shard
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(shard.to(reference.device), reference.device_mesh, reference.placements,
+                              shape=reference.shape, stride=reference.stride())
 
 
 def _scheduler_state(scheduler) -> dict:

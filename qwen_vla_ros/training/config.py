@@ -153,6 +153,53 @@ class RLConfig(_Strict):
     env: str | None = None
 
 
+#: Linear layers of the language model that get LoRA adapters by default: attention
+#: (full and Qwen3.5's linear attention) and MLP projections, in every supported family.
+LM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkv", "in_proj_z", "out_proj",
+                   "gate_proj", "up_proj", "down_proj")
+#: The vision blocks' attention and MLP layers (the patch merger keeps its weights).
+VISION_LORA_TARGETS = ("qkv", "proj", "linear_fc1", "linear_fc2", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (``peft`` LoRA) on the backbone instead of training its weights.
+
+    With ``enabled`` every weight of the backbone is frozen and adapters W + (alpha/rank) B A
+    are trained on the language model's ``target_modules`` (last names of ``nn.Linear``
+    layers), and on the vision blocks' ``vision_target_modules`` when ``vision``; the decoder
+    trains in full. ``final/`` holds the merged weights (the inference node loads it like
+    any policy); ``save_adapters`` also writes the adapters alone to ``final/lora/`` (peft
+    format, for ``peft.PeftModel.from_pretrained`` on the initial backbone).
+    """
+
+    enabled: bool = False
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = LM_LORA_TARGETS
+    vision: bool = False
+    vision_target_modules: tuple[str, ...] = VISION_LORA_TARGETS
+    save_adapters: bool = False
+
+    @model_validator(mode="after")
+    def _targets_given(self) -> LoraConfig:
+        if self.enabled and not self.target_modules:
+            raise ValueError("lora.target_modules is empty: name the language model's layers to adapt")
+        if self.vision and not self.vision_target_modules:
+            raise ValueError("lora.vision needs lora.vision_target_modules")
+        return self
+
+
+class GradientCheckpointingConfig(_Strict):
+    """Recompute activations in the backward pass instead of keeping them (less memory,
+    about a third more compute): ``backbone`` through Hugging Face's
+    ``gradient_checkpointing_enable`` (per decoder layer / vision block), ``decoder`` per
+    DiT block (``torch.utils.checkpoint``). Only parts that get gradients are affected."""
+
+    backbone: bool = False
+    decoder: bool = False
+
+
 class StageConfig(_Strict):
     """One training stage. CLI flags (``--dataset``, ``--max-steps`` ...) override fields."""
 
@@ -179,6 +226,11 @@ class StageConfig(_Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     image_text: ImageTextConfig = ImageTextConfig()
     rl: RLConfig | None = None
+    lora: LoraConfig = LoraConfig()
+    gradient_checkpointing: GradientCheckpointingConfig = GradientCheckpointingConfig()
+    # dtype of the backbone weights that do not train (frozen parts, LoRA's base weights);
+    # null keeps them as loaded. bfloat16 halves their memory; the saved backbone keeps it.
+    frozen_dtype: Literal["bfloat16", "float16"] | None = None
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:
@@ -190,6 +242,10 @@ class StageConfig(_Strict):
             raise ValueError(f"'rl' settings only apply to stage rl, not {self.stage}")
         if self.image_text.enabled and self.stage != "cpt":
             raise ValueError("image_text batches belong to stage cpt")
+        if self.lora.enabled and self.freeze == "all":
+            raise ValueError("lora.enabled trains adapters in the backbone: freeze must be 'none' or 'vision', not 'all'")
+        if self.lora.enabled and self.lora.vision and (self.freeze == "vision" or self.text_only):
+            raise ValueError("lora.vision adapts the vision tower: it needs freeze 'none' and images (text_only false)")
         embodiments = {d.embodiment or self.embodiment for d in self.datasets}
         if self.stage == "sft" and len(embodiments) > 1:
             raise ValueError(f"stage sft trains one embodiment; datasets name {sorted(map(str, embodiments))}")

@@ -25,6 +25,9 @@ class TrainSummary:
         steps_per_s: optimizer steps per second of this run (evaluations included), 1/s.
         seconds: wall time of the loop, s.
         rl_rounds: per collection round: episodes, mean return, success rate.
+        memory_estimate: the estimate printed at the start (bytes per part, see ``memory``).
+        peak_memory_bytes, peak_memory_source: the measured peak of the training loop, and
+            what measured it (CUDA allocator, or the CPU process's RSS high-water mark).
     """
 
     stage: str
@@ -42,6 +45,9 @@ class TrainSummary:
     checkpoint_dir: str
     parameters: dict[str, int] = field(default_factory=dict)
     rl_rounds: list[dict] = field(default_factory=list)
+    memory_estimate: dict = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    peak_memory_source: str = ""
 
     def to_text(self) -> str:
         trainable = self.parameters.get("decoder_trainable", 0) + self.parameters.get("backbone_trainable", 0)
@@ -60,6 +66,10 @@ class TrainSummary:
                 f"  rl           {len(self.rl_rounds)} rounds; success {first['success_rate']:.0%} -> "
                 f"{last['success_rate']:.0%}, mean return {first['mean_return']:.3f} -> {last['mean_return']:.3f}"
             )
+        if self.peak_memory_bytes is not None:
+            estimate = self.memory_estimate.get("total")
+            lines.append(f"  memory       peak {self.peak_memory_bytes / 2**30:.2f} GiB ({self.peak_memory_source})"
+                         + (f", estimated {estimate / 2**30:.2f} GiB" if estimate else ""))
         lines += [f"  policy       {self.policy_dir}  (QwenVLAPolicy.from_pretrained)",
                   f"  checkpoint   {self.checkpoint_dir or 'none'}  (--resume continues from it)"]
         return "\n".join(lines)

@@ -16,6 +16,7 @@ resumed run are those the uninterrupted run would have used.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from ..embodiment import load_embodiment
+from ..model.inputs import batch_embodiment_names, batch_prompts
 from ..model.normalization import NormStats
 from ..model.policy import QwenVLAPolicy
 from . import checkpoints as ckpt
@@ -35,6 +37,15 @@ from .ema import DecoderEMA
 from .errors import TrainingError
 from .freezing import apply_freeze, count_parameters, parameter_groups, set_train_mode
 from .hooks import PolicyLoss, load_image_text_hook
+from .lora import (
+    ADAPTER_DIR,
+    apply_lora,
+    cast_frozen,
+    enable_gradient_checkpointing,
+    lora_parameter_count,
+    save_adapters,
+)
+from .memory import ActivationShape, estimate_training_memory, peak_memory_bytes, reset_peak_memory
 from .rl import EnvFactory, RolloutSource, load_env_factory, run_episode
 from .summary import TrainSummary
 
@@ -61,6 +72,17 @@ def load_initial_policy(init: str, config: StageConfig) -> QwenVLAPolicy:
     return QwenVLAPolicy.from_pretrained(init)
 
 
+def prepare_policy_for_training(policy: QwenVLAPolicy, config: StageConfig, *, train_lm_head: bool = False) -> None:
+    """Which weights train and how they are stored: freezing, LoRA adapters, frozen-weight
+    dtype, gradient checkpointing (in that order: LoRA freezes the base weights it adapts)."""
+    apply_freeze(policy, config.freeze, text_only=config.text_only, train_lm_head=train_lm_head)
+    if config.lora.enabled:
+        apply_lora(policy, config.lora, seed=config.seed)
+    if config.frozen_dtype is not None:
+        cast_frozen(policy, getattr(torch, config.frozen_dtype))
+    enable_gradient_checkpointing(policy, config.gradient_checkpointing)
+
+
 def make_accelerator(config: StageConfig, cpu: bool = False):
     """An Accelerator; DDP looks for unused weights only when backbone parts train.
 
@@ -73,7 +95,31 @@ def make_accelerator(config: StageConfig, cpu: bool = False):
 
     cpu = cpu or not torch.accelerator.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.freeze != "all")]
-    return Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    accelerator = Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    if cpu and accelerator.num_processes > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        shard_cpu_processes(accelerator)
+    return accelerator
+
+
+def shard_cpu_processes(accelerator) -> None:
+    """FSDP over a gloo group of CPU processes, as configured by ``accelerate launch``.
+
+    accelerate builds its FSDP state only for accelerator devices: on CPU it silently falls
+    back to data parallelism and ignores the FSDP settings. The processes are already one
+    gloo group, so switching the shared state to FSDP, with the plugin read from the launch
+    configuration (``FSDP_*`` variables), makes ``prepare``, ``save_state`` and
+    ``get_state_dict`` take accelerate's own FSDP paths (what the CPU test runs).
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise TrainingError("FSDP on CPU processes needs fsdp_version: 2 (FSDP1 shards on accelerator devices only)")
+    accelerator.state.fsdp_plugin = plugin
+    # every later AcceleratorState() copies the process state over its own: set both
+    PartialState().distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
 
 
 @dataclass
@@ -103,7 +149,9 @@ class Trainer:
         self._set_norm_stats()
         self.val_batches = validation_batches(self.sources, config.batch_size, config.eval.max_batches)
         hook = load_image_text_hook(config.image_text)
-        apply_freeze(self.policy, config.freeze, text_only=config.text_only, train_lm_head=hook is not None)
+        self.hook = hook
+        prepare_policy_for_training(self.policy, config, train_lm_head=hook is not None)
+        self.memory_estimate = self._estimate_memory()
         optimizer = torch.optim.AdamW(
             parameter_groups(self.policy, config.optimizer), betas=config.optimizer.betas, eps=config.optimizer.eps
         )
@@ -120,6 +168,34 @@ class Trainer:
         self._env = None  # RL: made on the first rollout
 
     # -- setup ----------------------------------------------------------------------------
+    def _estimate_memory(self):
+        """Print (main process) and return the memory estimate, activations from one held-out batch."""
+        estimate = estimate_training_memory(
+            self.policy, self._activation_shape(),
+            backbone_checkpointing=self.config.gradient_checkpointing.backbone,
+            decoder_checkpointing=self.config.gradient_checkpointing.decoder,
+        )
+        if self.config.lora.enabled:
+            self._print(f"lora: {lora_parameter_count(self.policy):,} adapter weights (rank {self.config.lora.rank})")
+        self._print(estimate.to_text())
+        return estimate
+
+    def _activation_shape(self) -> ActivationShape | None:
+        if not self.val_batches:
+            return None
+        batch = self.val_batches[0]
+        embodiments = [self.policy.resolve_embodiment(e) for e in batch_embodiment_names(batch)]
+        inputs = self.policy.backbone.prepare(batch_prompts(batch, embodiments))
+        size = len(batch["instructions"])
+        patches = inputs["pixel_values"].shape[0] // size if "pixel_values" in inputs else 0
+        autocast = self.accelerator.mixed_precision in ("bf16", "fp16")
+        return ActivationShape(
+            batch=size, tokens=int(inputs["input_ids"].shape[1]), vision_patches=int(patches),
+            horizon=int(np.asarray(batch["actions"]).shape[1]),
+            value_bytes=2 if autocast else self.policy.backbone.dtype.itemsize,
+            decoder_value_bytes=2 if autocast else next(self.policy.decoder.parameters()).element_size(),
+        )
+
     def _set_norm_stats(self) -> None:
         for name, stats in norm_stats_from_sources(self.sources).items():
             self.policy.set_normalization(name, stats)
@@ -219,9 +295,16 @@ class Trainer:
                 loss = self.model(batch, generator=generator, step=None)["action_loss"]
                 size = float(len(batch["instructions"])) if index < len(self.val_batches) else 0.0
                 total += torch.stack([loss.float() * size, torch.tensor(size, device=total.device)])
+            self._reshard()  # the EMA swaps weights back on the shards
         set_train_mode(self.policy, self.config.freeze, self.config.text_only)
         total = self.accelerator.reduce(total, reduction="sum")
         return float(total[0] / total[1])
+
+    def _reshard(self) -> None:
+        """FSDP2 keeps the root unit's weights gathered after a forward without backward;
+        shard them again so code that swaps weights (the EMA) sees the sharded tensors."""
+        if hasattr(self.model, "reshard"):
+            self.model.reshard()
 
     # -- saving ---------------------------------------------------------------------------
     def export(self, directory: Path) -> Path:
@@ -232,13 +315,20 @@ class Trainer:
                 state = self.accelerator.get_state_dict(self.model)  # gathered on the main process
                 if self.accelerator.is_main_process:
                     full = load_initial_policy(self.init, self.config)
+                    prepare_policy_for_training(full, self.config, train_lm_head=self.hook is not None)
                     full.load_state_dict({k.removeprefix("policy."): v for k, v in state.items()})
                     full.norm_stats = dict(self.policy.norm_stats)
-                    full.save_pretrained(directory)
+                    self._save_policy(full, directory)
             elif self.accelerator.is_main_process:
-                self.policy.save_pretrained(directory)
+                self._save_policy(self.policy, directory)
         self.accelerator.wait_for_everyone()
         return directory
+
+    def _save_policy(self, policy: QwenVLAPolicy, directory: Path) -> None:
+        """``save_pretrained`` (LoRA merged into the backbone), and the adapters alone if asked."""
+        policy.save_pretrained(directory)
+        if self.config.lora.enabled and self.config.lora.save_adapters:
+            save_adapters(policy, directory / ADAPTER_DIR)
 
     def _mean_over_processes(self, value: float) -> float:
         tensor = torch.tensor(value, dtype=torch.float32, device=self.accelerator.device)
@@ -260,6 +350,7 @@ class Trainer:
         start_step = self.state.step
         if not self.state.evals:  # a resumed run keeps the loss measured before any training
             self._record_eval(self.evaluate(), float("nan"))
+        reset_peak_memory(self.accelerator.device)
         started = time.perf_counter()
         batches = self._batches()
         set_train_mode(self.policy, config.freeze, config.text_only)
@@ -283,6 +374,7 @@ class Trainer:
         if self._env is not None:
             self._env.close()
         elapsed = time.perf_counter() - started
+        self.peak_memory = peak_memory_bytes(self.accelerator.device)
         final_val = self.evaluate()
         self._record_eval(final_val, train_losses[-1] if train_losses else float("nan"))
         policy_dir = self.export(self.output / FINAL_DIR)
@@ -308,6 +400,8 @@ class Trainer:
             policy_dir=str(policy_dir), checkpoint_dir=str(ckpt.latest_checkpoint(self.output) or ""),
             parameters=count_parameters(self.policy),
             rl_rounds=[vars(r) for r in self.rl_source.rounds] if self.rl_source else [],
+            memory_estimate=self.memory_estimate.to_dict(),
+            peak_memory_bytes=self.peak_memory[0], peak_memory_source=self.peak_memory[1],
         )
         if self.accelerator.is_main_process:
             summary.write(self.output / SUMMARY_FILE)
