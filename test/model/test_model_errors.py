@@ -114,8 +114,8 @@ def aloha():
         (lambda o: o.state.__setitem__(0, np.inf), r"NaN or inf at index \[0\]"),
         (lambda o: setattr(o, "state", o.state[:13]), r"expected shape \(14,\), got \(13,\)"),
         (
-            lambda o: o.images.__setitem__("cam_high", o.images["cam_high"][:200]),
-            "expected 224x224 .* got 200x224",
+            lambda o: o.images.__setitem__("cam_high", o.images["cam_high"][:80]),
+            "expected 96x96 .* got 80x96",
         ),
         (
             lambda o: o.images.__setitem__("cam_high", o.images["cam_high"][..., :1]),
