@@ -20,6 +20,7 @@ Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/re
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -35,7 +36,14 @@ from ..ros.commands import COMMAND_READERS
 from ..ros.messages import state_message_class
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from ..sim.rig import SimRig
-from .common import declare_embodiment, run_nodes
+from .common import (
+    InputGuard,
+    NodeParameters,
+    RateLimitedLog,
+    declare_embodiment,
+    run_nodes,
+    startup_line,
+)
 
 
 class SimBridgeNode(Node):
@@ -44,28 +52,53 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_bridge", **kwargs)
         self.embodiment = declare_embodiment(self, default="aloha_sim")
-        params = {
-            "task": "transfer_cube",
-            "seed": 0,
-            "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
-            "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
-            # rendered frame, px: the rig's 4:3 frame scaled down; the observation node resizes
-            # it to the model's image size exactly as it does a real camera's 640x480
-            "render_height": 240,
-            "render_width": 320,
-        }
-        for name, default in params.items():
-            self.declare_parameter(name, default)
-        self.p = {name: self.get_parameter(name).value for name in params}
+        self.p = NodeParameters(
+            self,
+            fixed={
+                "seed": 0,
+                # rendered frame, px: the rig's 4:3 frame scaled down; the observation node resizes
+                # it to the model's image size exactly as it does a real camera's 640x480
+                "render_height": 240,
+                "render_width": 320,
+            },
+            runtime={
+                "task": "transfer_cube",  # used by the next ~/reset
+                "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
+                "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
+            },
+            apply=self._apply,
+        )
         render_size = (int(self.p["render_height"]), int(self.p["render_width"]))
         self.sim = SimRig(self.embodiment, task=self.p["task"], seed=int(self.p["seed"]), render_size=render_size)
         self._lock = threading.Lock()
+        self.guard = InputGuard(self)
+        self._log = RateLimitedLog(self.get_logger())
         self._make_interfaces()
         self.commands_applied = 0
         self.commands_rejected = 0
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim", daemon=True)
         self._thread.start()
+        startup_line(
+            self,
+            [o.topic for o in self.embodiment.outputs],
+            ["/clock", *(s.topic for s in self.embodiment.state_sources), *(c.topic for c in self.embodiment.cameras)],
+        )
+
+    def _apply(self, changes: dict) -> None:
+        """Validate run-time parameter changes (ValueError refuses them); the loop reads them."""
+        if "task" in changes and not (isinstance(changes["task"], str) and changes["task"]):
+            raise ValueError(f"task must be a task name, got {changes['task']!r}")
+        for name in ("camera_rate_hz", "real_time_factor"):
+            value = changes.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if name == "camera_rate_hz" and value <= 0:
+                raise ValueError(f"camera_rate_hz must be > 0, got {value}")
+            if name == "real_time_factor" and value < 0:
+                raise ValueError(f"real_time_factor must be >= 0 (0 = as fast as possible), got {value}")
 
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
@@ -83,7 +116,7 @@ class SimBridgeNode(Node):
                     f"{output.type} (use an embodiment with built-in output types, e.g. aloha_sim)"
                 )
             msg_type, read = COMMAND_READERS[output.type]
-            self.create_subscription(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
+            self.guard.subscribe(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
 
     def _command_callback(self, topic: str, read):
@@ -97,38 +130,49 @@ class SimBridgeNode(Node):
                     self.commands_applied += 1
                 except ValueError as exc:  # malformed or out of the joint's range: refuse, as a servo would
                     self.commands_rejected += 1
-                    self.get_logger().warning(f"command refused by the sim: {exc}", throttle_duration_sec=2.0)
+                    self._log(f"refused:{topic}", f"command on {topic} refused by the sim: {exc}")
 
         return callback
 
     def _on_reset(self, request, response):
-        task = self.get_parameter("task").value
-        with self._lock:
-            self.sim.reset(task=task)
+        task = self.p["task"]
+        try:
+            with self._lock:
+                self.sim.reset(task=task)
+        except Exception as exc:  # noqa: BLE001 - a bad task name is the caller's answer, not a crash
+            response.success, response.message = False, f"reset to task {task!r} failed: {exc}"
+            return response
         response.success, response.message = True, f"new {task} episode"
         return response
 
     # -- simulation loop --------------------------------------------------------------------
     def _run(self) -> None:
         dt = self.embodiment.dt
-        frames_every = max(1, round(1.0 / (dt * float(self.p["camera_rate_hz"]))))
-        rtf = float(self.p["real_time_factor"])
-        step, wall_start = 0, time.perf_counter()
+        step, paced_from, wall_start, rtf = 0, 0, time.perf_counter(), float(self.p["real_time_factor"])
         while not self._closing.is_set():
-            with self._lock:
-                self.sim.step(dt)
-                stamp = self._publish_clock_and_state()
-                if step % frames_every == 0:
-                    self._publish_cameras(stamp)
-                    self._publish_task_state()
-                warning = self.sim.take_warning()
-                if warning:
-                    self.get_logger().error(warning)
+            frames_every = max(1, round(1.0 / (dt * float(self.p["camera_rate_hz"]))))
+            if float(self.p["real_time_factor"]) != rtf:  # changed at run time: pace from here
+                rtf, paced_from, wall_start = float(self.p["real_time_factor"]), step, time.perf_counter()
+            try:
+                self._step(dt, render=step % frames_every == 0)
+            except Exception as exc:  # noqa: BLE001 - the world keeps its clock; the fault is logged
+                self._log("step", f"simulation step failed: {type(exc).__name__}: {exc}", "error")
             step += 1
             if rtf > 0:  # pace: never run ahead of wall time * rtf
-                ahead = step * dt / rtf - (time.perf_counter() - wall_start)
+                ahead = (step - paced_from) * dt / rtf - (time.perf_counter() - wall_start)
                 if ahead > 0:
                     time.sleep(ahead)
+
+    def _step(self, dt: float, render: bool) -> None:
+        with self._lock:
+            self.sim.step(dt)
+            stamp = self._publish_clock_and_state()
+            if render:
+                self._publish_cameras(stamp)
+                self._publish_task_state()
+            warning = self.sim.take_warning()
+            if warning:
+                self._log("sim", warning, "error")
 
     def _publish_clock_and_state(self):
         now = self.sim.sim_time_ns

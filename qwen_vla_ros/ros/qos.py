@@ -43,3 +43,13 @@ RECORD_SENSOR = QoSProfile(
     reliability=ReliabilityPolicy.BEST_EFFORT,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+#: Commands anyone may send (e-stop, instruction) are subscribed twice: LATCHED, so a node
+#: started later still gets the last value, and ANY_DURABILITY, which also matches volatile
+#: publishers (`ros2 topic pub` since ros2cli 0.22, teleop and joystick drivers).
+ANY_DURABILITY = QoSProfile(
+    depth=10,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
