@@ -10,7 +10,13 @@ from __future__ import annotations
 import inspect
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+)
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -38,7 +44,9 @@ def _respawn_options(name: str) -> dict:
         return {}
     policy = RestartPolicy()
     options: dict = {"respawn": True, "respawn_delay": policy.first_delay_s * 2}
-    if "respawn_max_retries" in inspect.signature(ExecuteProcess.__init__).parameters:
+    # the option lives on ExecuteProcess or on its base ExecuteLocal, depending on the version
+    inits = [vars(cls)["__init__"] for cls in ExecuteProcess.__mro__ if "__init__" in vars(cls)]
+    if any("respawn_max_retries" in inspect.signature(init).parameters for init in inits):
         options["respawn_max_retries"] = policy.max_restarts
     return options
 

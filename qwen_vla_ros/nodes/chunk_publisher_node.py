@@ -109,6 +109,8 @@ class ChunkPublisherNode(Node):
         self._log = RateLimitedLog(self.get_logger())
         self._estops = DuplicateFilter()
         self._last_cause = ""
+        self._cause_since = 0.0  # node clock, s: when the current mode/cause began
+        self._last_diagnostics = 0.0  # wall s
         self.outputs = CommandPublishers(self, self.embodiment)
         self._subscribe()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -220,8 +222,12 @@ class ChunkPublisherNode(Node):
             self._report_change(result)
 
     def _report_change(self, result) -> None:
-        """One line when the loop starts holding for a new reason, or runs again."""
+        """One line when the loop starts holding for a new reason, or runs again; /diagnostics
+        at once (at most every 0.1 s), so observers see a hold when it begins."""
         previous, self._last_cause = self._last_cause, result.cause
+        self._cause_since = self.now_s()
+        if time.monotonic() - self._last_diagnostics >= 0.1:
+            self._publish_diagnostics()
         if result.cause == "run":
             if previous:
                 self.get_logger().info(f"running ({result.reason})")
@@ -231,6 +237,7 @@ class ChunkPublisherNode(Node):
             self._log(result.cause, f"holding ({result.cause}): {result.reason}", level="info")
 
     def _publish_diagnostics(self) -> None:
+        self._last_diagnostics = time.monotonic()
         stats = self.loop.statistics()
         status = DiagnosticStatus(
             name=f"{self.get_name()}: control",
@@ -238,7 +245,7 @@ class ChunkPublisherNode(Node):
             level=DiagnosticStatus.OK if stats["mode"] == "run" else DiagnosticStatus.WARN,
             message=f"{stats['mode']} ({stats['cause']}): {stats['reason']}"[:300],
             values=[KeyValue(key=k, value=str(v)) for k, v in stats.items() if k not in ("mode", "reason")]
-            + [KeyValue(key="estop", value=str(self.estop))]
+            + [KeyValue(key="estop", value=str(self.estop)), KeyValue(key="since_s", value=f"{self._cause_since:.3f}")]
             + self.guard.values(),
         )
         array = DiagnosticArray(status=[status])

@@ -14,6 +14,7 @@ Topics and services:
     <state topics>, <camera topics>, <command topics>   as in the embodiment file
     ~/success                    std_msgs/Bool (transient-local), task solved
     ~/reward                     std_msgs/Float64, staged task reward
+    /diagnostics                 commands applied/refused, dropped messages per topic
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter)
 Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/reset.
 """
@@ -24,6 +25,7 @@ import math
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -41,6 +43,7 @@ from .common import (
     NodeParameters,
     RateLimitedLog,
     declare_embodiment,
+    guard_timer,
     run_nodes,
     startup_line,
 )
@@ -118,6 +121,24 @@ class SimBridgeNode(Node):
             msg_type, read = COMMAND_READERS[output.type]
             self.guard.subscribe(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, guard_timer(self, self._publish_diagnostics, "diagnostics"))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{self.get_name()}: sim",
+            message=f"sim t={self.sim.sim_time_ns * 1e-9:.2f} s",
+            hardware_id=self.embodiment.name,
+            values=[
+                KeyValue(key="commands_applied", value=str(self.commands_applied)),
+                KeyValue(key="commands_refused", value=str(self.commands_rejected)),
+                *self.guard.values(),
+            ],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
 
     def _command_callback(self, topic: str, read):
         def callback(msg) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from node_test_helpers import wait_for
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from test_msgs.msg import BasicTypes, UnboundedSequences
@@ -149,3 +151,29 @@ def test_chunks_with_wrong_names_or_nan_never_run(setup):
     wait_for(lambda: False, timeout_s=0.5)
     assert publisher.loop.stats.chunks_accepted == 0
     assert all(c != "run" for _, c in ticks)
+
+
+@pytest.mark.parametrize(
+    "qos",
+    [COMMAND, qos_profile_sensor_data],
+    ids=["reliable-volatile (ros2 topic pub)", "best-effort-volatile (joystick)"],
+)
+def test_a_volatile_publisher_engages_the_estop(setup, qos, record_property):
+    """`ros2 topic pub --once /e_stop std_msgs/msg/Bool "data: true"` publishes volatile."""
+    publisher, rig, ticks = setup
+    volatile = rig.create_publisher(Bool, "e_stop", qos)
+    assert wait_for(lambda: volatile.get_subscription_count() >= 1, timeout_s=10)
+    sent = time.monotonic()
+
+    def engaged() -> bool:
+        volatile.publish(Bool(data=True))  # a best-effort sample may be lost: repeat, as a teleop does
+        return wait_for(lambda: publisher.estop_latency_s is not None, timeout_s=0.2)
+
+    assert wait_for(engaged, timeout_s=10)
+    latency = time.monotonic() - sent
+    assert ticks[-1][1] == "estop"
+    record_property("estop_engage_latency_s", latency)
+    print(f"e-stop engage latency (publish -> first hold tick): {latency * 1e3:.1f} ms, "
+          f"receipt -> hold tick {publisher.estop_latency_s * 1e3:.1f} ms")
+    volatile.publish(Bool(data=False))
+    assert wait_for(lambda: not publisher.estop, timeout_s=10)
