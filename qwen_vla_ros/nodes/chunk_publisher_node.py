@@ -128,7 +128,7 @@ class ChunkPublisherNode(Node):
         self.guard.subscribe(JointTrajectory, p["chunk_topic"], self._on_chunk, COMMAND)
         # latched for late joiners, volatile for `ros2 topic pub`, teleop and joystick drivers
         for index, qos in enumerate((LATCHED, ANY_DURABILITY)):
-            self.guard.subscribe(Bool, p["estop_topic"], self._estop_callback(index), qos)
+            self.guard.subscribe(Bool, p["estop_topic"], self._estop_callback(index), qos, paired=True)
         self.guard.subscribe(Header, p["heartbeat_topic"], self._on_heartbeat, COMMAND)
         for src in self.embodiment.state_sources:
             self.guard.subscribe(state_message_class(src), src.topic, self._state_callback(src.name), SENSOR)

@@ -22,6 +22,11 @@ from rclpy.signals import SignalHandlerOptions
 
 from ..embodiment import Embodiment, load_embodiment
 
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 #: one line per topic (and per kind of repeated error) at most this often, s of wall time
 LOG_PERIOD_S = 10.0
 
@@ -94,10 +99,17 @@ class InputGuard:
 
         return guarded
 
-    def subscribe(self, msg_type, topic: str, callback: Callable[[Any], None], qos) -> Any:
-        """``node.create_subscription`` with a guarded callback, counted under the resolved name."""
+    def subscribe(self, msg_type, topic: str, callback: Callable[[Any], None], qos, paired: bool = False) -> Any:
+        """``node.create_subscription`` with a guarded callback, counted under the resolved name.
+
+        ``paired``: one of two subscriptions of a topic with different QoS (``ros/qos.py``); a
+        publisher that only the other one matches is expected, not worth a warning.
+        """
         name = self.node.resolve_topic_name(topic)
-        return self.node.create_subscription(msg_type, topic, self.wrap(name, callback), qos)
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda event: None) if paired else None
+        return self.node.create_subscription(
+            msg_type, topic, self.wrap(name, callback), qos, event_callbacks=events
+        )
 
     def values(self) -> list[KeyValue]:
         values = [KeyValue(key=f"dropped {topic}", value=str(n)) for topic, n in sorted(self.dropped.items())]

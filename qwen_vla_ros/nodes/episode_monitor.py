@@ -38,7 +38,7 @@ class EpisodeMonitor(Node):
         self._current = embodiment.home_position.copy()
         self._recording = False
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
-        self.reset_client = self.create_client(Trigger, "/sim_bridge/reset")
+        self.reset_client = self.create_client(Trigger, "sim_bridge/reset")
         # one command row per control tick, sampled when this output is published
         self._clock_output = next(
             (o for o in embodiment.outputs if all(embodiment.group(g).kind != "base_waypoints" for g in o.groups)),
@@ -63,8 +63,8 @@ class EpisodeMonitor(Node):
             self.guard.subscribe(Image, cam.topic, self._image_callback(cam.name), SENSOR)
         self.guard.subscribe(JointTrajectory, "action_chunk", self._on_chunk, RECORD_RELIABLE)
         self.guard.subscribe(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.guard.subscribe(Bool, "/sim_bridge/success", self._on_success, LATCHED)
-        self.guard.subscribe(Float64, "/sim_bridge/reward", self._on_reward, 10)
+        self.guard.subscribe(Bool, "sim_bridge/success", self._on_success, LATCHED)
+        self.guard.subscribe(Float64, "sim_bridge/reward", self._on_reward, 10)
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

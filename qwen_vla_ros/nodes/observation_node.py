@@ -87,7 +87,7 @@ class ObservationNode(Node):
         topic = self.params["instruction_topic"]
         # latched for late joiners, volatile for `ros2 topic pub` and other volatile publishers
         for index, qos in enumerate((LATCHED, ANY_DURABILITY)):
-            self.guard.subscribe(String, topic, self._instruction_callback(index), qos)
+            self.guard.subscribe(String, topic, self._instruction_callback(index), qos, paired=True)
         return [*topics, self.resolve_topic_name(topic)]
 
     def now_s(self) -> float:

@@ -12,7 +12,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, Header
 from test_msgs.msg import BasicTypes, UnboundedSequences
 from trajectory_msgs.msg import JointTrajectory
 
@@ -177,3 +177,37 @@ def test_a_volatile_publisher_engages_the_estop(setup, qos, record_property):
           f"receipt -> hold tick {publisher.estop_latency_s * 1e3:.1f} ms")
     volatile.publish(Bool(data=False))
     assert wait_for(lambda: not publisher.estop, timeout_s=10)
+
+
+def test_a_stale_state_source_holds_and_names_it(setup):
+    publisher, rig, ticks = setup
+    emb = rig.emb
+    rig.destroy_timer(next(iter(rig.timers)))  # the rig's joint states stop
+    rig.send_chunk(np.tile(emb.home_position, (emb.chunk_horizon, 1)))
+    assert wait_for(lambda: publisher.loop.last_result.cause == "stale_state", timeout_s=5)
+    reason = publisher.loop.last_result.reason
+    assert "stale" in reason and "max_age_s" in reason
+    assert "/follower_left/joint_states" in reason and "/follower_right/joint_states" in reason
+
+
+def test_lost_inference_heartbeat_holds_within_the_chunk_timeout(setup):
+    publisher, rig, ticks = setup
+    emb = rig.emb
+    beat_pub = rig.create_publisher(Header, "inference_heartbeat", COMMAND)
+    last_beat = [0.0]
+
+    def beat() -> None:
+        last_beat[0] = rig.now_s()
+        beat_pub.publish(Header())
+
+    beats = rig.create_timer(0.05, beat)
+    assert wait_for(lambda: publisher.last_heartbeat is not None)
+    horizon = 3 * emb.chunk_horizon  # far longer than the timeout: only the heartbeat can stop it
+    rig.send_chunk(np.tile(emb.home_position, (horizon, 1)))
+    assert wait_for(lambda: ticks and ticks[-1][1] == "run", timeout_s=5)
+    rig.destroy_timer(beats)  # inference "dies"
+    stopped = last_beat[0]
+    assert wait_for(lambda: ticks[-1][1] == "inference_lost", timeout_s=5), ticks[-5:]
+    first = min(t for t, c in ticks if c == "inference_lost")
+    assert first - stopped <= emb.chunk_timeout_s + 2 * emb.dt
+    assert "heartbeat" in publisher.loop.last_result.reason
