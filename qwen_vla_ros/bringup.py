@@ -250,6 +250,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_param_argument(parser)
 
 
+class StopRequest:
+    """SIGINT and SIGTERM set a flag; ``raise_if_set()`` turns it into KeyboardInterrupt at a
+    point of the caller's choosing (never inside an rclpy call, where pybind11 would turn it
+    into a RuntimeError). Installed explicitly, so a background job (SIGINT ignored) stops too."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signal = signum
+
+    def raise_if_set(self) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+
 def _stop_on_signals() -> None:
     """SIGINT and SIGTERM both raise KeyboardInterrupt here (the main loop stops the graph).
 

@@ -311,3 +311,34 @@ def test_sigint_to_a_background_bringup_stops_every_process(ros_context, spinner
             process.kill()
         log.close()
         probe.destroy_node()
+
+
+@pytest.mark.parametrize("verb", ["demo", "eval"])
+def test_sigterm_ends_demo_and_eval_with_every_process(tmp_path, verb):
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - closed below
+    extra = ["--episodes", "2"] if verb == "eval" else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwen_vla_ros.cli", verb, "--seconds", "600", "--output", str(tmp_path / "out"), *extra],
+        stdout=log, stderr=subprocess.STDOUT, env=child_environment(),
+    )
+    try:
+        # the episode runs: the graph is up and the model has sent its first chunk
+        assert wait_for(lambda: "[episode]" in (tmp_path / "run.log").read_text(), timeout_s=180), (
+            (tmp_path / "run.log").read_text()[-3000:]
+        )
+        tree = _children(process)
+        assert len(tree) == 3, [c.cmdline() for c in tree]
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+        _, alive = psutil.wait_procs(tree, timeout=0.5)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    print(f"\nSIGTERM to {verb}: every process gone after {took:.2f} s")
+    text = (tmp_path / "run.log").read_text()
+    assert alive == [] and took < 3.5
+    assert code == 130 and "interrupted" in text and "Traceback" not in text, text[-3000:]
+    assert "final hold sent" in (tmp_path / "out/logs/chunk_publisher.log").read_text()
