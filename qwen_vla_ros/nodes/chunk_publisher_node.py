@@ -51,6 +51,7 @@ from .common import (
     InputGuard,
     NodeParameters,
     RateLimitedLog,
+    WaitingReporter,
     declare_embodiment,
     guard_timer,
     run_nodes,
@@ -107,6 +108,7 @@ class ChunkPublisherNode(Node):
         self._estop_received_wall: float | None = None
         self.guard = InputGuard(self)
         self._log = RateLimitedLog(self.get_logger())
+        self.waiting = WaitingReporter(self.get_logger())
         self._estops = DuplicateFilter()
         self._last_cause = ""
         self._cause_since = 0.0  # node clock, s: when the current mode/cause began
@@ -236,6 +238,14 @@ class ChunkPublisherNode(Node):
         elif result.cause not in ("estop", "starved"):  # the e-stop says so once, starving is routine
             self._log(result.cause, f"holding ({result.cause}): {result.reason}", level="info")
 
+    def _state_health(self) -> str:
+        """'fresh', or what is missing or stale (also logged when it changes, then every 10 s)."""
+        stale = self.state.stale_state_sources(self.now_s())
+        if not stale:
+            self.waiting.ready("every state source is fresh")
+            return "fresh"
+        return self.waiting.waiting("; ".join(stale), self.now_s())
+
     def _publish_diagnostics(self) -> None:
         self._last_diagnostics = time.monotonic()
         stats = self.loop.statistics()
@@ -245,7 +255,11 @@ class ChunkPublisherNode(Node):
             level=DiagnosticStatus.OK if stats["mode"] == "run" else DiagnosticStatus.WARN,
             message=f"{stats['mode']} ({stats['cause']}): {stats['reason']}"[:300],
             values=[KeyValue(key=k, value=str(v)) for k, v in stats.items() if k not in ("mode", "reason")]
-            + [KeyValue(key="estop", value=str(self.estop)), KeyValue(key="since_s", value=f"{self._cause_since:.3f}")]
+            + [
+                KeyValue(key="estop", value=str(self.estop)),
+                KeyValue(key="since_s", value=f"{self._cause_since:.3f}"),
+                KeyValue(key="stale_state", value=self._state_health()),
+            ]
             + self.guard.values(),
         )
         array = DiagnosticArray(status=[status])

@@ -280,7 +280,9 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None, ex
     except KeyboardInterrupt:
         pass
     except Exception as exc:
-        if _is_user_error(exc):
+        if request.signal is not None:
+            pass  # interrupted while building: whatever the signal broke is of no interest now
+        elif _is_user_error(exc):
             print(f"[{_program()}] cannot start: {exc}", file=sys.stderr)
             code = 2
         else:

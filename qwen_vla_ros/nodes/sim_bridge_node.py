@@ -232,7 +232,7 @@ class SimBridgeNode(Node):
 
     def on_shutdown(self) -> None:
         self._closing.set()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # one step and render at most; the process ends within 3 s
         self.sim.close()
 
 
