@@ -149,7 +149,7 @@ class ObservationAssembler:
                 reading = self._joint_states.get(src.name)
                 if reading is None:
                     problems.append(f"state source '{src.name}' ({src.topic}) has sent nothing")
-                elif now - reading.received > src.max_age_s:
+                elif abs(now - reading.received) > src.max_age_s:  # negative: from before a clock reset
                     problems.append(
                         f"state source '{src.name}' ({src.topic}) is stale: "
                         f"{now - reading.received:.3f} s old (max_age_s {src.max_age_s:g})"

@@ -204,6 +204,8 @@ class ChunkPublisherNode(Node):
     def _hold_for(self, now: float) -> tuple[str, str] | None:
         """A reason to hold although an action is scheduled: lost inference or stale state."""
         timeout = self.embodiment.chunk_timeout_s
+        if self.last_heartbeat is not None and now < self.last_heartbeat:
+            self.last_heartbeat = now  # time went backwards (simulation reset): count from here
         if self.last_heartbeat is not None and now - self.last_heartbeat > timeout:
             return "inference_lost", (
                 f"no inference heartbeat for {now - self.last_heartbeat:.3f} s (> chunk_timeout_s {timeout:g})"
