@@ -233,8 +233,8 @@ class ChunkPublisherNode(Node):
         if time.monotonic() - self._last_diagnostics >= 0.1:
             self._publish_diagnostics()
         if result.cause == "run":
-            if previous:
-                self.get_logger().info(f"running ({result.reason})")
+            if previous not in ("", "starved"):  # resuming after a planned pause is routine
+                self._log("run", f"running again after '{previous}' ({result.reason})", level="info")
         elif result.cause in ("inference_lost", "stale_state", "watchdog", "fault"):
             self._log(result.cause, f"holding: {result.reason}")
         elif result.cause not in ("estop", "starved"):  # the e-stop says so once, starving is routine

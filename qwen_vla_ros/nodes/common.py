@@ -132,31 +132,35 @@ def guard_timer(node: Node, callback: Callable[[], None], what: str) -> Callable
 
 
 class WaitingReporter:
-    """Reports a waiting state (what is missing, since when) when it changes, then every
-    ``LOG_PERIOD_S``; numbers inside the reasons (ages) do not count as a change."""
+    """Reports a waiting state (what is missing, since when): at once when waiting begins,
+    then when the reasons change (at most every ``MIN_CHANGE_S``) or every ``LOG_PERIOD_S``.
+    Numbers inside the reasons (ages) do not count as a change."""
+
+    MIN_CHANGE_S = 2.0
 
     def __init__(self, logger):
         self.logger = logger
         self._key: str | None = None
-        self._since = 0.0
-        self._last_log = 0.0
+        self._since: float | None = None  # s, node clock: when waiting began
+        self._last_log = -float("inf")  # wall s
 
     def waiting(self, reasons: str, now_s: float) -> str:
-        """Log if due; returns the line with the time since the state began (for diagnostics)."""
+        """Log if due; returns the line with the time since waiting began (for diagnostics)."""
         key = re.sub(r"[-+]?\d[\d.e+-]*", "#", reasons)
         wall = time.monotonic()
-        if key != self._key:
-            self._key, self._since, self._last_log = key, now_s, 0.0
+        if self._since is None:
+            self._since, self._last_log = now_s, -float("inf")
         line = f"waiting {now_s - self._since:.1f} s: {reasons}"
-        if wall - self._last_log >= LOG_PERIOD_S:
-            self._last_log = wall
+        quiet = wall - self._last_log
+        if quiet >= LOG_PERIOD_S or (key != self._key and quiet >= self.MIN_CHANGE_S):
+            self._key, self._last_log = key, wall
             self.logger.info(line)
         return line
 
     def ready(self, message: str) -> None:
-        if self._key is not None:
+        if self._since is not None:
             self.logger.info(message)
-        self._key = None
+        self._since, self._key = None, None
 
 
 # -- parameters -------------------------------------------------------------------------------

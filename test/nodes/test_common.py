@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 
 from qwen_vla_ros.bringup import child_environment
 from qwen_vla_ros.nodes.chunk_publisher_node import ChunkPublisherNode
-from qwen_vla_ros.nodes.common import RateLimitedLog
+from qwen_vla_ros.nodes.common import RateLimitedLog, WaitingReporter
 from qwen_vla_ros.ros.dedup import DuplicateFilter
 
 pytestmark = pytest.mark.ros
@@ -136,3 +136,21 @@ def test_spin_loop_survives_executor_errors_and_ends_cleanly_on_a_signal(tmp_pat
     assert took < 3.0, f"exit took {took:.2f} s"
     assert "last words" in text and "Traceback" not in text and "KeyboardInterrupt" not in text
     assert "executor error survived" in text
+
+
+def test_waiting_reporter_says_what_is_missing_since_when_at_a_sane_rate(monkeypatch):
+    wall = [0.0]
+    monkeypatch.setattr("qwen_vla_ros.nodes.common.time.monotonic", lambda: wall[0])
+    logger = ListLogger()
+    waiting = WaitingReporter(logger)
+    for second in range(30):  # called once a second, ages changing, a camera flapping
+        wall[0] = float(second)
+        reasons = "no instruction" + ("; camera 'cam_high' is stale: 0.3 s" if second % 2 else "")
+        line = waiting.waiting(reasons, now_s=100.0 + second)
+    assert line.startswith("waiting 29.0 s: ")
+    assert logger.lines[0] == "waiting 0.0 s: no instruction"
+    assert len(logger.lines) <= 30 / WaitingReporter.MIN_CHANGE_S + 1  # not one line per flap
+    waiting.ready("complete")
+    assert logger.lines[-1] == "complete"
+    waiting.ready("complete")
+    assert logger.lines.count("complete") == 1
