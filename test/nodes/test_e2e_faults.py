@@ -2,6 +2,11 @@
 inference, and SIGINT/SIGTERM shutdown with a process-tree check.
 
 Numbers (messages fuzzed, holds, latencies, shutdown times) are printed: run with ``-s``.
+
+Fuzzed: every camera and state topic, the instruction, action chunks, the inference
+heartbeat and the controller command topics the sim consumes. Not fuzzed: ``e_stop``
+(std_msgs/Bool has no malformed form: any value is a valid command) and ``/clock`` (the time
+source is trusted by every ROS node; a forged clock is not a malformed message).
 """
 
 from __future__ import annotations
