@@ -100,6 +100,8 @@ def child_environment() -> dict[str, str]:
 ESSENTIAL = ("chunk_publisher", "sim_bridge")
 #: restarted when they exit: the chunk publisher holds meanwhile
 RESTARTABLE = ("inference_node",)
+#: the exit code of a node that cannot start because of a user error (nodes/common.run_nodes)
+USER_ERROR_EXIT = 2
 
 
 @dataclass
@@ -173,6 +175,8 @@ class Graph:
                 return f"{name} exited with code {code}"
             if name not in RESTARTABLE:
                 continue
+            if code == USER_ERROR_EXIT:  # a bad checkpoint or parameter: a restart cannot fix it
+                return f"{name} cannot start (see its 'cannot start' line)"
             done = self.restarts.get(name, 0)
             if done >= self.restart_policy.max_restarts:
                 if self._restart_at.pop(name, None) is not None:

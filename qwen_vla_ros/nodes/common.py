@@ -288,7 +288,7 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None, ex
             pass  # interrupted while building: whatever the signal broke is of no interest now
         elif _is_user_error(exc):
             print(f"[{_program()}] cannot start: {exc}", file=sys.stderr)
-            code = 2
+            code = 2  # bringup.USER_ERROR_EXIT: bringup does not restart such a node
         else:
             traceback.print_exc()  # a bug: keep its traceback
             code = 1

@@ -82,3 +82,15 @@ def test_an_exiting_chunk_publisher_or_sim_stops_the_graph():
         finally:
             graph.stop(timeout_s=1.0)
         assert all(p.poll() is not None for p in graph.processes.values())
+
+
+def test_an_inference_that_cannot_start_is_not_restarted():
+    graph = SleepingGraph(GraphConfig(embodiment="aloha_sim")).start()
+    try:
+        graph.processes["inference_node"].kill()
+        graph.processes["inference_node"].wait()
+        graph.processes["inference_node"].returncode = 2  # as run_nodes exits on a bad checkpoint
+        assert "cannot start" in graph.supervise(now=0.0)
+        assert graph.restarts == {}
+    finally:
+        graph.stop(timeout_s=1.0)
