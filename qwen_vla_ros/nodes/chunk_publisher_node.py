@@ -46,7 +46,7 @@ from ..ros.messages import (
     state_message_class,
     state_values,
 )
-from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED, SENSOR
+from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED_READER, SENSOR
 from .common import (
     InputGuard,
     NodeParameters,
@@ -111,7 +111,8 @@ class ChunkPublisherNode(Node):
         self.waiting = WaitingReporter(self.get_logger())
         self._estops = DuplicateFilter()
         self._last_cause = ""
-        self._cause_since = 0.0  # node clock, s: when the current mode/cause began
+        self._cause_since = 0.0  # node clock, s: when the current cause began
+        self._hold_since: float | None = None  # node clock, s: when the current hold began (any cause)
         self._last_diagnostics = 0.0  # wall s
         self.outputs = CommandPublishers(self, self.embodiment)
         self._subscribe()
@@ -129,7 +130,7 @@ class ChunkPublisherNode(Node):
         p = self.params
         self.guard.subscribe(JointTrajectory, p["chunk_topic"], self._on_chunk, COMMAND)
         # latched for late joiners, volatile for `ros2 topic pub`, teleop and joystick drivers
-        for index, qos in enumerate((LATCHED, ANY_DURABILITY)):
+        for index, qos in enumerate((LATCHED_READER, ANY_DURABILITY)):
             self.guard.subscribe(Bool, p["estop_topic"], self._estop_callback(index), qos, paired=True)
         self.guard.subscribe(Header, p["heartbeat_topic"], self._on_heartbeat, COMMAND)
         for src in self.embodiment.state_sources:
@@ -222,6 +223,10 @@ class ChunkPublisherNode(Node):
         if result.cause == "estop" and self._estop_received_wall is not None:
             self.estop_latency_s = time.monotonic() - self._estop_received_wall
             self._estop_received_wall = None
+        if result.mode == "run":
+            self._hold_since = None
+        elif self._hold_since is None:
+            self._hold_since = now
         if result.cause != self._last_cause:
             self._report_change(result)
 
@@ -260,6 +265,7 @@ class ChunkPublisherNode(Node):
             + [
                 KeyValue(key="estop", value=str(self.estop)),
                 KeyValue(key="since_s", value=f"{self._cause_since:.3f}"),
+                KeyValue(key="hold_since_s", value="" if self._hold_since is None else f"{self._hold_since:.3f}"),
                 KeyValue(key="stale_state", value=self._state_health()),
             ]
             + self.guard.values(),

@@ -138,6 +138,8 @@ class InferenceNode(Node):
             self.trigger = replace(self.trigger, replan_threshold=float(changes["replan_threshold"]))
 
     def _heartbeat(self) -> None:
+        if not self._worker.is_alive():
+            return  # a dead worker is a dead inference: let the chunk publisher hold
         beat = Header(frame_id="active" if self._active else "idle")
         beat.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(beat)
@@ -195,24 +197,27 @@ class InferenceNode(Node):
 
         torch.set_num_threads(int(self.p["torch_threads"]))
         while not self._closing.is_set():
-            now = self.now_s()
-            decision = self._decide(now) if self._active else None
-            if decision is None or not decision.request:
-                self._wake.wait(timeout=self.embodiment.dt)
-                self._wake.clear()
-                continue
             try:
-                observation = self.observation.assembler.assemble(now)
-            except ObservationNotReady as exc:
-                self.waiting.waiting(str(exc), now)
-                self._wake.wait(timeout=0.05)
-                continue
-            self.waiting.ready("observation complete: inferring")
-            try:
-                self._infer(observation, now, decision.delay_steps)
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one chunk
+                self._work_once()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one observation or chunk
                 self._log("infer", f"inference failed, the chunk publisher holds: {type(exc).__name__}: {exc}", "error")
                 self._wake.wait(timeout=0.5)
+
+    def _work_once(self) -> None:
+        now = self.now_s()
+        decision = self._decide(now) if self._active else None
+        if decision is None or not decision.request:
+            self._wake.wait(timeout=self.embodiment.dt)
+            self._wake.clear()
+            return
+        try:
+            observation = self.observation.assembler.assemble(now)
+        except ObservationNotReady as exc:
+            self.waiting.waiting(str(exc), now)
+            self._wake.wait(timeout=0.05)
+            return
+        self.waiting.ready("observation complete: inferring")
+        self._infer(observation, now, decision.delay_steps)
 
     def _decide(self, now: float) -> TriggerDecision:
         last = self._last_chunk

@@ -31,7 +31,7 @@ from ..embodiment import Embodiment
 from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.dedup import DuplicateFilter
 from ..ros.messages import state_message_class, state_values, to_seconds
-from ..ros.qos import ANY_DURABILITY, LATCHED, SENSOR
+from ..ros.qos import ANY_DURABILITY, LATCHED_READER, SENSOR
 from .common import (
     InputGuard,
     NodeParameters,
@@ -86,7 +86,7 @@ class ObservationNode(Node):
             topics.append(src.topic)
         topic = self.params["instruction_topic"]
         # latched for late joiners, volatile for `ros2 topic pub` and other volatile publishers
-        for index, qos in enumerate((LATCHED, ANY_DURABILITY)):
+        for index, qos in enumerate((LATCHED_READER, ANY_DURABILITY)):
             self.guard.subscribe(String, topic, self._instruction_callback(index), qos, paired=True)
         return [*topics, self.resolve_topic_name(topic)]
 
