@@ -122,8 +122,8 @@ class ChunkPublisherNode(Node):
         startup_line(
             self,
             [self.resolve_topic_name(t) for t in (p["chunk_topic"], p["estop_topic"], p["heartbeat_topic"])]
-            + [s.topic for s in self.embodiment.state_sources],
-            [o.topic for o in self.embodiment.outputs] + ["/diagnostics"],
+            + [self.resolve_topic_name(s.topic) for s in self.embodiment.state_sources],
+            [self.resolve_topic_name(o.topic) for o in self.embodiment.outputs] + ["/diagnostics"],
         )
 
     def _subscribe(self) -> None:

@@ -80,10 +80,10 @@ class ObservationNode(Node):
         for cam in self.embodiment.cameras:
             msg_type = CompressedImage if cam.compressed else Image
             self.guard.subscribe(msg_type, cam.topic, self._image_callback(cam.name), SENSOR)
-            topics.append(cam.topic)
+            topics.append(self.resolve_topic_name(cam.topic))
         for src in self.embodiment.state_sources:
             self.guard.subscribe(state_message_class(src), src.topic, self._state_callback(src.name), SENSOR)
-            topics.append(src.topic)
+            topics.append(self.resolve_topic_name(src.topic))
         topic = self.params["instruction_topic"]
         # latched for late joiners, volatile for `ros2 topic pub` and other volatile publishers
         for index, qos in enumerate((LATCHED_READER, ANY_DURABILITY)):

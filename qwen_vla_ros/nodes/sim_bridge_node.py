@@ -84,8 +84,8 @@ class SimBridgeNode(Node):
         self._thread.start()
         startup_line(
             self,
-            [o.topic for o in self.embodiment.outputs],
-            ["/clock", *(s.topic for s in self.embodiment.state_sources), *(c.topic for c in self.embodiment.cameras)],
+            [self.resolve_topic_name(o.topic) for o in self.embodiment.outputs],
+            ["/clock", *(self.resolve_topic_name(t.topic) for t in [*self.embodiment.state_sources, *self.embodiment.cameras]), "/diagnostics"],
         )
 
     def _apply(self, changes: dict) -> None:
