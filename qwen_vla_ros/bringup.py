@@ -2,8 +2,13 @@
 
 Each node runs in its own process (so model compute can never stall the control loop),
 started exactly as `ros2 run` would, with the same parameters as the launch files:
-``--ros-args --params-file FILE -p name:=value -r __ns:=/ns``. Ctrl-C (or SIGTERM) stops
-the processes in reverse order, so the chunk publisher commands its hold last.
+``--ros-args --params-file FILE -p name:=value -r __ns:=/ns``.
+
+Supervision: a crashed inference process is restarted with back-off (1, 2, 4 ... s, at most 5
+times) while the chunk publisher holds; when the chunk publisher (or the simulated rig)
+exits, every other process is stopped. Ctrl-C or SIGTERM stops every process within 3 s
+(SIGKILL after that), the chunk publisher first so that its final hold goes out while the
+rig still listens; the node processes also get SIGTERM if bringup itself is killed.
 """
 
 from __future__ import annotations
@@ -90,30 +95,108 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-class Graph:
-    """The node processes of one bringup; a context manager that always stops them."""
+#: processes the graph cannot run without: when one exits, every other is stopped (a graph
+#: without its safety layer, or without its robot, must not run)
+ESSENTIAL = ("chunk_publisher", "sim_bridge")
+#: restarted when they exit: the chunk publisher holds meanwhile
+RESTARTABLE = ("inference_node",)
+#: the exit code of a node that cannot start because of a user error (nodes/common.run_nodes)
+USER_ERROR_EXIT = 2
 
-    def __init__(self, config: GraphConfig, log_dir: Path | None = None):
+
+@dataclass
+class RestartPolicy:
+    """Back-off for restarting a crashed process: ``first_delay_s`` doubling up to
+    ``max_delay_s``; at most ``max_restarts`` restarts in a run (then it stays down and the
+    chunk publisher keeps holding)."""
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_restarts: int = 5
+
+    def delay_s(self, restarts_so_far: int) -> float:
+        return min(self.first_delay_s * 2**restarts_so_far, self.max_delay_s)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bringup process dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Graph:
+    """The node processes of one bringup; a context manager that always stops them.
+
+    ``supervise()`` (called periodically) restarts a crashed inference process with back-off
+    and tells when an essential process exited.
+    """
+
+    def __init__(self, config: GraphConfig, log_dir: Path | None = None, restart: RestartPolicy | None = None):
         self.config = config
         self.log_dir = log_dir
+        self.restart_policy = restart or RestartPolicy()
         self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
+
+    def _launch(self, node: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", NODE_MODULES[node], *self.config.ros_args(node)]
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{node}.log", "a")  # noqa: SIM115 - closed with the process
+        kwargs = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+        process = subprocess.Popen(
+            command, env=child_environment(), stdout=out, stderr=subprocess.STDOUT if out else None, **kwargs
+        )
+        if out is not None:
+            out.close()  # the child holds its own descriptor
+        return process
 
     def start(self) -> Graph:
-        env = child_environment()
         for node in self.config.nodes():
-            command = [sys.executable, "-m", NODE_MODULES[node], *self.config.ros_args(node)]
-            out = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{node}.log", "w")  # noqa: SIM115 - closed with the process
-            self.processes[node] = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+            self.processes[node] = self._launch(node)
         return self
 
     def exited(self) -> dict[str, int]:
         """Processes that have ended, with their exit codes."""
         return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def supervise(self, now: float | None = None) -> str | None:
+        """Restart crashed inference when its back-off has passed; returns why the whole graph
+        must stop (an essential process exited), or None. ``now``: monotonic s."""
+        now = time.monotonic() if now is None else now
+        for name, code in self.exited().items():
+            if name in ESSENTIAL:
+                return f"{name} exited with code {code}"
+            if name not in RESTARTABLE:
+                continue
+            if code == USER_ERROR_EXIT:  # a bad checkpoint or parameter: a restart cannot fix it
+                return f"{name} cannot start (see its 'cannot start' line)"
+            done = self.restarts.get(name, 0)
+            if done >= self.restart_policy.max_restarts:
+                if self._restart_at.pop(name, None) is not None:
+                    print(
+                        f"[bringup] {name} exited (code {code}) after {done} restarts: not restarting again; "
+                        "the chunk publisher keeps holding", file=sys.stderr, flush=True,
+                    )
+                continue
+            due = self._restart_at.setdefault(name, now + self.restart_policy.delay_s(done))
+            if now >= due:
+                self.restarts[name] = done + 1
+                del self._restart_at[name]
+                print(f"[bringup] restarting {name} (exit code {code}; restart {done + 1} of "
+                      f"{self.restart_policy.max_restarts})", file=sys.stderr, flush=True)
+                self.processes[name] = self._launch(name)
+        return None
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """SIGINT to every node (the chunk publisher first: it sends the final hold), SIGKILL
+        to whatever is left after ``timeout_s``."""
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             if process.poll() is None:
@@ -171,19 +254,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_param_argument(parser)
 
 
+class StopRequest:
+    """SIGINT and SIGTERM set a flag; ``raise_if_set()`` turns it into KeyboardInterrupt at a
+    point of the caller's choosing (never inside an rclpy call, where pybind11 would turn it
+    into a RuntimeError). Installed explicitly, so a background job (SIGINT ignored) stops too."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signal = signum
+
+    def raise_if_set(self) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt here (the main loop stops the graph).
+
+    Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python then
+    keeps it ignored; SIGTERM would otherwise kill bringup and orphan its nodes.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run(args: argparse.Namespace) -> int:
     config = GraphConfig(
         embodiment=args.embodiment, model=args.model, device=args.device, params_file=args.params_file,
         namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, strategy=args.strategy,
         extra=parse_node_params(args.param),
     )
-    print(f"[bringup] starting {', '.join(config.nodes())} for embodiment {config.embodiment}; Ctrl-C stops")
-    with Graph(config) as graph:
-        try:
-            while not graph.exited():
-                time.sleep(0.5)
-            print(f"[bringup] a node exited: {graph.exited()}; stopping the others", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("[bringup] stopping (the chunk publisher holds the robot first)")
-            return 0
+    _stop_on_signals()
+    print(f"[bringup] starting {', '.join(config.nodes())} for embodiment {config.embodiment}; Ctrl-C stops", flush=True)
+    graph = Graph(config)
+    try:
+        graph.start()
+        while True:
+            reason = graph.supervise()
+            if reason is not None:
+                print(f"[bringup] {reason}: stopping the others", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("[bringup] stopping (the chunk publisher holds the robot first)", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        graph.stop()

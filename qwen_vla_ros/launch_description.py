@@ -7,12 +7,21 @@ onto a :class:`~qwen_vla_ros.bringup.GraphConfig` field, so `ros2 launch` and
 
 from __future__ import annotations
 
+import inspect
+
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+)
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from .bringup import GraphConfig
+from .bringup import ESSENTIAL, RESTARTABLE, GraphConfig, RestartPolicy
 
 PACKAGE = "qwen_vla_ros"
 
@@ -28,7 +37,22 @@ ARGUMENTS = {
 }
 
 
-def _nodes(context: LaunchContext) -> list[Node]:
+def _respawn_options(name: str) -> dict:
+    """Inference is respawned after a delay (the chunk publisher holds meanwhile), at most
+    ``RestartPolicy.max_restarts`` times where launch supports a limit (Iron and later)."""
+    if name not in RESTARTABLE:
+        return {}
+    policy = RestartPolicy()
+    options: dict = {"respawn": True, "respawn_delay": policy.first_delay_s * 2}
+    # the option lives on ExecuteProcess or on its base ExecuteLocal, depending on the version
+    inits = [vars(cls)["__init__"] for cls in ExecuteProcess.__mro__ if "__init__" in vars(cls)]
+    if any("respawn_max_retries" in inspect.signature(init).parameters for init in inits):
+        options["respawn_max_retries"] = policy.max_restarts
+    return options
+
+
+def _nodes(context: LaunchContext) -> list:
+    """The graph's nodes, plus: when an essential one (chunk publisher, sim) exits, shut down."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     config = GraphConfig(
         embodiment=value["embodiment"],
@@ -54,9 +78,19 @@ def _nodes(context: LaunchContext) -> list[Node]:
                 parameters=parameters,
                 output="screen",
                 emulate_tty=True,
+                # Ctrl-C reaches every node at once; SIGTERM only if one is still up after 3 s
+                sigterm_timeout="3",
+                **_respawn_options(name),
             )
         )
-    return nodes
+    stops = [
+        RegisterEventHandler(
+            OnProcessExit(target_action=node, on_exit=[Shutdown(reason=f"{name} exited: stopping the graph")])
+        )
+        for name, node in zip(config.nodes(), nodes, strict=True)
+        if name in ESSENTIAL
+    ]
+    return [*nodes, *stops]
 
 
 def generate_graph_description(embodiment: str, sim: bool = False) -> LaunchDescription:

@@ -140,6 +140,22 @@ class ObservationAssembler:
             raise ObservationNotReady([f"no state yet for {', '.join(missing)}"])
         return state
 
+    def stale_state_sources(self, now: float) -> list[str]:
+        """One line per state source that has sent nothing or is older than its ``max_age_s``
+        (by arrival time ``now``, s); [] when every source is fresh."""
+        problems = []
+        with self._lock:
+            for src in self.embodiment.state_sources:
+                reading = self._joint_states.get(src.name)
+                if reading is None:
+                    problems.append(f"state source '{src.name}' ({src.topic}) has sent nothing")
+                elif abs(now - reading.received) > src.max_age_s:  # negative: from before a clock reset
+                    problems.append(
+                        f"state source '{src.name}' ({src.topic}) is stale: "
+                        f"{now - reading.received:.3f} s old (max_age_s {src.max_age_s:g})"
+                    )
+        return problems
+
     def _freshness_problems(self, now: float) -> tuple[list[str], list[float]]:
         problems, stamps = [], []
         for cam in self.embodiment.cameras:

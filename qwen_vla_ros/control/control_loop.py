@@ -28,6 +28,10 @@ Run or hold: the rule
                   first tick with ``now - ran_out_at > chunk_timeout_s``, so within one control
                   period of the timeout.
     no_chunk      no chunk has played yet.
+    stale_state,  the caller's ``hold_for=(cause, reason)``, checked when an action would run:
+    inference_lost  a state source is older than its ``max_age_s``, or the inference process
+                  stopped sending heartbeats. Chunks are kept: when the cause clears, the tick
+                  resumes at the chunk's "now", ramping from the hold within the step limits.
 
 Hold targets
     'starved' is a soft hold: joints and grippers stay at the last command, base velocities
@@ -226,6 +230,7 @@ class ControlLoop:
         measured_state: np.ndarray | None = None,
         estop: bool = False,
         base_pose: np.ndarray | None = None,
+        hold_for: tuple[str, str] | None = None,
     ) -> TickResult:
         """Decide this tick's commands.
 
@@ -236,9 +241,11 @@ class ControlLoop:
             estop: the caller's latched emergency stop.
             base_pose: odometry pose (x m, y m, yaw rad) for waypoint tracking; None: dead
                 reckoning of the commanded twist.
+            hold_for: (cause, reason) of a hard hold the caller detected (a stale state
+                source, lost inference); None: nothing to hold for.
         """
         self.stats.ticks += 1
-        self.last_result = self._decide(now, measured_state, estop, base_pose)
+        self.last_result = self._decide(now, measured_state, estop, base_pose, hold_for)
         return self.last_result
 
     def stop(self) -> None:
@@ -252,6 +259,7 @@ class ControlLoop:
         measured_state: np.ndarray | None,
         estop: bool,
         base_pose: np.ndarray | None,
+        hold_for: tuple[str, str] | None = None,
     ) -> TickResult:
         dt, clock_jumped = self._advance_clock(now)
         self._update_measured(measured_state)
@@ -272,6 +280,8 @@ class ControlLoop:
         action = self.scheduler.action_at(now)
         if action is None:
             return self._hold(dt, *self._idle_cause(now))
+        if hold_for is not None:
+            return self._hold(dt, *hold_for)
         return self._run(now, dt, action)
 
     def _run(self, now: float, dt: float, action: np.ndarray) -> TickResult:

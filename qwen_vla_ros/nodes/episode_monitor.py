@@ -23,6 +23,7 @@ from ..observation import ObservationAssembler, ObservationNotReady
 from ..ros.commands import COMMAND_READERS
 from ..ros.messages import state_message_class, state_values
 from ..ros.qos import LATCHED, RECORD_RELIABLE, RECORD_SENSOR, SENSOR
+from .common import InputGuard
 
 
 class EpisodeMonitor(Node):
@@ -37,13 +38,14 @@ class EpisodeMonitor(Node):
         self._current = embodiment.home_position.copy()
         self._recording = False
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
-        self.reset_client = self.create_client(Trigger, "/sim_bridge/reset")
-        self.restart_client = self.create_client(Trigger, "/sim_bridge/restart")
+        self.reset_client = self.create_client(Trigger, "sim_bridge/reset")
+        self.restart_client = self.create_client(Trigger, "sim_bridge/restart")
         # one command row per control tick, sampled when this output is published
         self._clock_output = next(
             (o for o in embodiment.outputs if all(embodiment.group(g).kind != "base_waypoints" for g in o.groups)),
             None,
         )
+        self.guard = InputGuard(self)  # a bad message costs the record a sample, not the demo
         self._subscribe()
 
     def _subscribe(self) -> None:
@@ -52,19 +54,19 @@ class EpisodeMonitor(Node):
             # a waypoint trajectory is commanded as a Twist: not comparable with the action layout
             if out.type in COMMAND_READERS and "base_waypoints" in kinds:
                 msg_type, read = COMMAND_READERS[out.type]
-                self.create_subscription(msg_type, out.topic, self._tracked_twist_callback(read), RECORD_RELIABLE)
+                self.guard.subscribe(msg_type, out.topic, self._tracked_twist_callback(read), RECORD_RELIABLE)
             elif out.type in COMMAND_READERS:
                 msg_type, read = COMMAND_READERS[out.type]
-                self.create_subscription(msg_type, out.topic, self._command_callback(out, read), RECORD_RELIABLE)
+                self.guard.subscribe(msg_type, out.topic, self._command_callback(out, read), RECORD_RELIABLE)
         for src in self.embodiment.state_sources:
-            self.create_subscription(state_message_class(src), src.topic, self._state_callback(src.name), RECORD_SENSOR)
+            self.guard.subscribe(state_message_class(src), src.topic, self._state_callback(src.name), RECORD_SENSOR)
         for cam in self.embodiment.cameras:
-            self.create_subscription(Image, cam.topic, self._image_callback(cam.name), SENSOR)
-        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, RECORD_RELIABLE)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.create_subscription(Bool, "/sim_bridge/success", self._on_success, LATCHED)
-        self.create_subscription(Float64, "/sim_bridge/reward", self._on_reward, 10)
-        self.create_subscription(Bool, "/sim_bridge/wrong_object", self._on_wrong_object, LATCHED)
+            self.guard.subscribe(Image, cam.topic, self._image_callback(cam.name), SENSOR)
+        self.guard.subscribe(JointTrajectory, "action_chunk", self._on_chunk, RECORD_RELIABLE)
+        self.guard.subscribe(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.guard.subscribe(Bool, "sim_bridge/success", self._on_success, LATCHED)
+        self.guard.subscribe(Float64, "sim_bridge/reward", self._on_reward, 10)
+        self.guard.subscribe(Bool, "sim_bridge/wrong_object", self._on_wrong_object, LATCHED)
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -8,7 +8,9 @@ Topics and services (relative names resolve in the node's namespace):
     action_chunk       trajectory_msgs/JointTrajectory  out: header.stamp = time of the first
                        action, joint_names = action layout, one point per control step.
                        A chunk with no points means "stop now, hold".
-    /diagnostics       diagnostic_msgs/DiagnosticArray  out: timings per chunk
+    inference_heartbeat  std_msgs/Header  out, every 0.1 s: frame_id 'active' or 'idle'; the
+                       chunk publisher holds when it stops (process died or hung)
+    /diagnostics       diagnostic_msgs/DiagnosticArray  out: timings per chunk, waiting state
     ~/start ~/stop ~/reset   std_srvs/Trigger
 A new instruction starts a new task; an empty instruction (or ~/stop) stops.
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -32,9 +36,21 @@ from ..observation import ObservationNotReady
 from ..ros.messages import chunk_to_msg, to_time
 from ..ros.qos import COMMAND
 from ..types import ActionChunk
-from .common import declare_embodiment, run_nodes
+from .common import (
+    NodeParameters,
+    RateLimitedLog,
+    WaitingReporter,
+    declare_embodiment,
+    guard_timer,
+    run_nodes,
+    startup_line,
+)
 from .observation_node import ObservationNode
 from .policy_loading import load_policy
+
+#: how often the inference process says it is alive, s (the chunk publisher's watchdog
+#: holds after the embodiment's chunk_timeout_s without one)
+HEARTBEAT_PERIOD_S = 0.1
 
 
 class InferenceNode(Node):
@@ -44,27 +60,31 @@ class InferenceNode(Node):
         super().__init__("inference_node", **kwargs)
         self.embodiment = embodiment or declare_embodiment(self)
         self.observation = observation
-        params = {
-            "model": "tiny",  # a checkpoint folder, a hub id, or 'tiny' (untrained, offline)
-            "device": "cpu",
-            "dtype": "float32",
-            "num_inference_steps": 10,
-            "seed": 0,
-            "torch_threads": 1,
-            "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
-            "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
-            "actions_per_chunk": 0,  # synchronous: steps the chunk publisher plays; 0 = all
-            # async: the actions that run while a chunk is computed are frozen into it
-            # (real-time chunking by inpainting), so chunks join without a jump
-            "rtc_prefix": True,
-            "chunk_topic": "action_chunk",
-            "autostart": True,  # act on each new instruction; false: wait for ~/start
-            "compile": "auto",  # fast path (model/fast_path.py): true | false | auto = on CUDA devices
-        }
-        for name, default in params.items():
-            self.declare_parameter(name, default)
-        self.p = {name: self.get_parameter(name).value for name in params}
-        self.policy = load_policy(self.p, self.embodiment, self.get_logger())
+        self.p = NodeParameters(
+            self,
+            fixed={
+                "model": "tiny",  # a checkpoint folder, a hub id, or 'tiny' (untrained, offline)
+                "device": "cpu",
+                "dtype": "float32",
+                "torch_threads": 1,
+                "strategy": "async",  # synchronous | temporal_ensemble | async (as the chunk publisher)
+                "chunk_topic": "action_chunk",
+                "heartbeat_topic": "inference_heartbeat",
+                "compile": "auto",  # fast path (model/fast_path.py): true | false | auto = on CUDA devices
+            },
+            runtime={
+                "num_inference_steps": 10,
+                "seed": 0,
+                "replan_threshold": 0.5,  # async: request the next chunk when this fraction remains
+                "actions_per_chunk": 0,  # synchronous: steps the chunk publisher plays; 0 = all
+                # async: the actions that run while a chunk is computed are frozen into it
+                # (real-time chunking by inpainting), so chunks join without a jump
+                "rtc_prefix": True,
+                "autostart": True,  # act on each new instruction; false: wait for ~/start
+            },
+            apply=self._apply,
+        )
+        self.policy = load_policy(self.p.values, self.embodiment, self.get_logger())
         self._warm_up()
         self.trigger = InferenceTrigger(
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
@@ -72,6 +92,11 @@ class InferenceNode(Node):
         self._latencies: deque[float] = deque(maxlen=9)  # node-clock seconds per chunk
         self.chunk_pub = self.create_publisher(JointTrajectory, self.p["chunk_topic"], COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the chunk publisher holds when these stop (this process died or hangs)
+        self.heartbeat_pub = self.create_publisher(Header, self.p["heartbeat_topic"], COMMAND)
+        self.create_timer(HEARTBEAT_PERIOD_S, guard_timer(self, self._heartbeat, "heartbeat"))
+        self._log = RateLimitedLog(self.get_logger())
+        self.waiting = WaitingReporter(self.get_logger())
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -84,6 +109,42 @@ class InferenceNode(Node):
         self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._worker.start()
+        startup_line(
+            self,
+            ["(observations from observation_node, in process)"],
+            [self.resolve_topic_name(t) for t in (self.p["chunk_topic"], self.p["heartbeat_topic"])] + ["/diagnostics"],
+        )
+
+    def _apply(self, changes: dict) -> None:
+        """Validate run-time parameter changes, then apply them (raises ValueError to refuse)."""
+        checks = {
+            "num_inference_steps": lambda v: isinstance(v, int) and 1 <= v <= 1000,
+            "seed": lambda v: isinstance(v, int),
+            "replan_threshold": lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0,
+            "actions_per_chunk": lambda v: isinstance(v, int) and 0 <= v <= self.embodiment.chunk_horizon,
+            "rtc_prefix": lambda v: isinstance(v, bool),
+            "autostart": lambda v: isinstance(v, bool),
+        }
+        expected = {
+            "num_inference_steps": "an integer in [1, 1000]",
+            "seed": "an integer",
+            "replan_threshold": "a fraction in [0, 1]",
+            "actions_per_chunk": f"an integer in [0, {self.embodiment.chunk_horizon}] (0 = the whole chunk)",
+            "rtc_prefix": "true or false",
+            "autostart": "true or false",
+        }
+        for name, value in changes.items():
+            if not checks[name](value):
+                raise ValueError(f"{name} must be {expected[name]}, got {value!r}")
+        if "replan_threshold" in changes:
+            self.trigger = replace(self.trigger, replan_threshold=float(changes["replan_threshold"]))
+
+    def _heartbeat(self) -> None:
+        if not self._worker.is_alive():
+            return  # a dead worker is a dead inference: let the chunk publisher hold
+        beat = Header(frame_id="active" if self._active else "idle")
+        beat.stamp = self.get_clock().now().to_msg()
+        self.heartbeat_pub.publish(beat)
 
     def _warm_up(self) -> None:
         """Fast path if asked, then one dummy chunk: the first real chunk is then not the one that compiles."""
@@ -146,19 +207,27 @@ class InferenceNode(Node):
 
         torch.set_num_threads(int(self.p["torch_threads"]))
         while not self._closing.is_set():
-            now = self.now_s()
-            decision = self._decide(now) if self._active else None
-            if decision is None or not decision.request:
-                self._wake.wait(timeout=self.embodiment.dt)
-                self._wake.clear()
-                continue
             try:
-                observation = self.observation.assembler.assemble(now)
-            except ObservationNotReady as exc:
-                self.get_logger().warning(f"waiting: {exc}", throttle_duration_sec=2.0)
-                self._wake.wait(timeout=0.05)
-                continue
-            self._infer(observation, now, decision.delay_steps)
+                self._work_once()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one observation or chunk
+                self._log("infer", f"inference failed, the chunk publisher holds: {type(exc).__name__}: {exc}", "error")
+                self._wake.wait(timeout=0.5)
+
+    def _work_once(self) -> None:
+        now = self.now_s()
+        decision = self._decide(now) if self._active else None
+        if decision is None or not decision.request:
+            self._wake.wait(timeout=self.embodiment.dt)
+            self._wake.clear()
+            return
+        try:
+            observation = self.observation.assembler.assemble(now)
+        except ObservationNotReady as exc:
+            self.waiting.waiting(str(exc), now)
+            self._wake.wait(timeout=0.05)
+            return
+        self.waiting.ready("observation complete: inferring")
+        self._infer(observation, now, decision.delay_steps)
 
     def _decide(self, now: float) -> TriggerDecision:
         last = self._last_chunk
@@ -189,18 +258,13 @@ class InferenceNode(Node):
     def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
         task, started = self._task, time.perf_counter()
         prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
-        try:
-            chunk = self.policy.predict_chunk(
-                observation,
-                self.embodiment,
-                seed=int(self.p["seed"]) + self._chunk_id,
-                num_steps=int(self.p["num_inference_steps"]),
-                prefix=prefix,
-            )
-        except Exception as exc:  # noqa: BLE001 - a failing model must not kill the node
-            self.get_logger().error(f"inference failed, holding: {exc}", throttle_duration_sec=2.0)
-            self._wake.wait(timeout=0.5)
-            return
+        chunk = self.policy.predict_chunk(
+            observation,
+            self.embodiment,
+            seed=int(self.p["seed"]) + self._chunk_id,
+            num_steps=int(self.p["num_inference_steps"]),
+            prefix=prefix,
+        )
         if not self._active or task != self._task:  # stopped or restarted while computing
             return
         self._chunk_id += 1
@@ -226,7 +290,8 @@ class InferenceNode(Node):
     def on_shutdown(self) -> None:
         self._closing.set()
         self._wake.set()
-        self._worker.join(timeout=5.0)
+        # a chunk being computed is dropped: the process must end within a few seconds
+        self._worker.join(timeout=1.0)
 
 
 def build_policy_nodes() -> list[Node]:

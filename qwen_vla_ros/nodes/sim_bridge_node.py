@@ -20,14 +20,17 @@ Topics and services:
                                  seed: the previous episode's + 1; the first is `seed`)
     ~/restart                    std_srvs/Trigger: the same episode (seed) again, from its start
     instruction (subscribed)     std_msgs/String: colour tasks score the object it names
+    /diagnostics                 commands applied/refused, dropped messages per topic
 Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/reset.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -40,7 +43,15 @@ from ..ros.commands import COMMAND_READERS
 from ..ros.messages import state_message_class
 from ..ros.qos import COMMAND, LATCHED, SENSOR
 from ..sim.rig import SimRig
-from .common import declare_embodiment, run_nodes
+from .common import (
+    InputGuard,
+    NodeParameters,
+    RateLimitedLog,
+    declare_embodiment,
+    guard_timer,
+    run_nodes,
+    startup_line,
+)
 
 
 class SimBridgeNode(Node):
@@ -49,28 +60,53 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_bridge", **kwargs)
         self.embodiment = declare_embodiment(self, default="aloha_sim")
-        params = {
-            "task": "",  # default: transfer_cube for arms, drive_to_color for a base alone
-            "seed": 0,
-            "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
-            "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
-            # rendered frame, px: the rig's 4:3 frame scaled down; the observation node resizes
-            # it to the model's image size exactly as it does a real camera's 640x480
-            "render_height": 240,
-            "render_width": 320,
-        }
-        for name, default in params.items():
-            self.declare_parameter(name, default)
-        self.p = {name: self.get_parameter(name).value for name in params}
+        self.p = NodeParameters(
+            self,
+            fixed={
+                "seed": 0,
+                # rendered frame, px: the rig's 4:3 frame scaled down; the observation node resizes
+                # it to the model's image size exactly as it does a real camera's 640x480
+                "render_height": 240,
+                "render_width": 320,
+            },
+            runtime={
+                "task": "",  # used by the next ~/reset; '' = the robot's default (transfer_cube, drive_to_color)
+                "camera_rate_hz": 10.0,  # rendering is the slow part: camera frames per sim second
+                "real_time_factor": 1.0,  # at most this fast; 0 = as fast as the CPU allows
+            },
+            apply=self._apply,
+        )
         render_size = (int(self.p["render_height"]), int(self.p["render_width"]))
         self.sim = SimRig(self.embodiment, task=self.p["task"] or None, seed=int(self.p["seed"]), render_size=render_size)
         self._lock = threading.Lock()
+        self.guard = InputGuard(self)
+        self._log = RateLimitedLog(self.get_logger())
         self._make_interfaces()
         self.commands_applied = 0
         self.commands_rejected = 0
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim", daemon=True)
         self._thread.start()
+        startup_line(
+            self,
+            [self.resolve_topic_name(o.topic) for o in self.embodiment.outputs],
+            ["/clock", *(self.resolve_topic_name(t.topic) for t in [*self.embodiment.state_sources, *self.embodiment.cameras]), "/diagnostics"],
+        )
+
+    def _apply(self, changes: dict) -> None:
+        """Validate run-time parameter changes (ValueError refuses them); the loop reads them."""
+        if "task" in changes and not (isinstance(changes["task"], str) and changes["task"]):
+            raise ValueError(f"task must be a task name, got {changes['task']!r}")
+        for name in ("camera_rate_hz", "real_time_factor"):
+            value = changes.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if name == "camera_rate_hz" and value <= 0:
+                raise ValueError(f"camera_rate_hz must be > 0, got {value}")
+            if name == "real_time_factor" and value < 0:
+                raise ValueError(f"real_time_factor must be >= 0 (0 = as fast as possible), got {value}")
 
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
@@ -91,9 +127,27 @@ class SimBridgeNode(Node):
                     f"{output.type} (use an embodiment with built-in output types, e.g. aloha_sim)"
                 )
             msg_type, read = COMMAND_READERS[output.type]
-            self.create_subscription(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
+            self.guard.subscribe(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/restart", self._on_restart)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, guard_timer(self, self._publish_diagnostics, "diagnostics"))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{self.get_name()}: sim",
+            message=f"sim t={self.sim.sim_time_ns * 1e-9:.2f} s",
+            hardware_id=self.embodiment.name,
+            values=[
+                KeyValue(key="commands_applied", value=str(self.commands_applied)),
+                KeyValue(key="commands_refused", value=str(self.commands_rejected)),
+                *self.guard.values(),
+            ],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
 
     def _command_callback(self, topic: str, read):
         def callback(msg) -> None:
@@ -106,7 +160,7 @@ class SimBridgeNode(Node):
                     self.commands_applied += 1
                 except ValueError as exc:  # malformed or out of the joint's range: refuse, as a servo would
                     self.commands_rejected += 1
-                    self.get_logger().warning(f"command refused by the sim: {exc}", throttle_duration_sec=2.0)
+                    self._log(f"refused:{topic}", f"command on {topic} refused by the sim: {exc}")
 
         return callback
 
@@ -124,10 +178,14 @@ class SimBridgeNode(Node):
         return response
 
     def _on_reset(self, request, response):
-        task = self.get_parameter("task").value or None
-        with self._lock:
-            self.sim.reset(task=task)
-            seed, goal = self.sim.episode_seed, self.sim.goal
+        task = self.p["task"] or None
+        try:
+            with self._lock:
+                self.sim.reset(task=task)
+                seed, goal = self.sim.episode_seed, self.sim.goal
+        except Exception as exc:  # noqa: BLE001 - a bad task name is the caller's answer, not a crash
+            response.success, response.message = False, f"reset to task {task!r} failed: {exc}"
+            return response
         response.success = True
         response.message = f"new {self.sim.task} episode, seed {seed}" + (f", goal {goal}" if goal else "")
         return response
@@ -135,24 +193,31 @@ class SimBridgeNode(Node):
     # -- simulation loop --------------------------------------------------------------------
     def _run(self) -> None:
         dt = self.embodiment.dt
-        frames_every = max(1, round(1.0 / (dt * float(self.p["camera_rate_hz"]))))
-        rtf = float(self.p["real_time_factor"])
-        step, wall_start = 0, time.perf_counter()
+        step, paced_from, wall_start, rtf = 0, 0, time.perf_counter(), float(self.p["real_time_factor"])
         while not self._closing.is_set():
-            with self._lock:
-                self.sim.step(dt)
-                stamp = self._publish_clock_and_state()
-                if step % frames_every == 0:
-                    self._publish_cameras(stamp)
-                    self._publish_task_state()
-                warning = self.sim.take_warning()
-                if warning:
-                    self.get_logger().error(warning)
+            frames_every = max(1, round(1.0 / (dt * float(self.p["camera_rate_hz"]))))
+            if float(self.p["real_time_factor"]) != rtf:  # changed at run time: pace from here
+                rtf, paced_from, wall_start = float(self.p["real_time_factor"]), step, time.perf_counter()
+            try:
+                self._step(dt, render=step % frames_every == 0)
+            except Exception as exc:  # noqa: BLE001 - the world keeps its clock; the fault is logged
+                self._log("step", f"simulation step failed: {type(exc).__name__}: {exc}", "error")
             step += 1
             if rtf > 0:  # pace: never run ahead of wall time * rtf
-                ahead = step * dt / rtf - (time.perf_counter() - wall_start)
+                ahead = (step - paced_from) * dt / rtf - (time.perf_counter() - wall_start)
                 if ahead > 0:
                     time.sleep(ahead)
+
+    def _step(self, dt: float, render: bool) -> None:
+        with self._lock:
+            self.sim.step(dt)
+            stamp = self._publish_clock_and_state()
+            if render:
+                self._publish_cameras(stamp)
+                self._publish_task_state()
+            warning = self.sim.take_warning()
+            if warning:
+                self._log("sim", warning, "error")
 
     def _publish_clock_and_state(self):
         now = self.sim.sim_time_ns
@@ -192,7 +257,7 @@ class SimBridgeNode(Node):
 
     def on_shutdown(self) -> None:
         self._closing.set()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # one step and render at most; the process ends within 3 s
         self.sim.close()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from datetime import datetime
@@ -27,7 +26,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
-from ..bringup import Graph, GraphConfig, add_param_argument, parse_node_params
+from ..bringup import Graph, GraphConfig, StopRequest, add_param_argument, parse_node_params
 from ..demonstrations import (
     EVAL_SEED_START,
     INSTRUCTIONS,
@@ -123,10 +122,10 @@ class _Session:
         self.deadline = time.monotonic() + args.timeout
 
     def __enter__(self) -> _Session:
-        self.graph.start()
         # our own handlers: Ctrl-C/SIGTERM end the episode loop, then __exit__ stops the graph
+        self.stop_request = StopRequest()
+        self.graph.start()
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
         self.monitor = EpisodeMonitor(self.embodiment)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.monitor)
@@ -141,6 +140,7 @@ class _Session:
         last_print = 0.0
         while not done():
             self.executor.spin_once(timeout_sec=0.05)
+            self.stop_request.raise_if_set()
             if self.graph.exited():
                 raise RuntimeError(f"a node process exited: {self.graph.exited()} (see {self.graph.log_dir})")
             if time.monotonic() > self.deadline:

@@ -43,3 +43,23 @@ RECORD_SENSOR = QoSProfile(
     reliability=ReliabilityPolicy.BEST_EFFORT,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+#: Commands anyone may send (e-stop, instruction) are subscribed twice: LATCHED_READER, so a
+#: node started later still gets the last value, and ANY_DURABILITY, which also matches
+#: volatile and best-effort publishers (`ros2 topic pub` since ros2cli 0.22, teleop and
+#: joystick drivers). Both keep the same depth, so a transient-local publisher's messages
+#: queue identically on both and ``ros/dedup.DuplicateFilter`` pairs the copies in order (a
+#: shallower queue would skip values the other one still delivers, late and out of order).
+PAIRED_DEPTH = 10
+LATCHED_READER = QoSProfile(
+    depth=PAIRED_DEPTH,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+ANY_DURABILITY = QoSProfile(
+    depth=PAIRED_DEPTH,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 from node_test_helpers import wait_for
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, Header
 from test_msgs.msg import BasicTypes, UnboundedSequences
 from trajectory_msgs.msg import JointTrajectory
 
@@ -149,3 +151,63 @@ def test_chunks_with_wrong_names_or_nan_never_run(setup):
     wait_for(lambda: False, timeout_s=0.5)
     assert publisher.loop.stats.chunks_accepted == 0
     assert all(c != "run" for _, c in ticks)
+
+
+@pytest.mark.parametrize(
+    "qos",
+    [COMMAND, qos_profile_sensor_data],
+    ids=["reliable-volatile (ros2 topic pub)", "best-effort-volatile (joystick)"],
+)
+def test_a_volatile_publisher_engages_the_estop(setup, qos, record_property):
+    """`ros2 topic pub --once /e_stop std_msgs/msg/Bool "data: true"` publishes volatile."""
+    publisher, rig, ticks = setup
+    volatile = rig.create_publisher(Bool, "e_stop", qos)
+    assert wait_for(lambda: volatile.get_subscription_count() >= 1, timeout_s=10)
+    sent = time.monotonic()
+
+    def engaged() -> bool:
+        volatile.publish(Bool(data=True))  # a best-effort sample may be lost: repeat, as a teleop does
+        return wait_for(lambda: publisher.estop_latency_s is not None, timeout_s=0.2)
+
+    assert wait_for(engaged, timeout_s=10)
+    latency = time.monotonic() - sent
+    assert ticks[-1][1] == "estop"
+    record_property("estop_engage_latency_s", latency)
+    print(f"e-stop engage latency (publish -> first hold tick): {latency * 1e3:.1f} ms, "
+          f"receipt -> hold tick {publisher.estop_latency_s * 1e3:.1f} ms")
+    volatile.publish(Bool(data=False))
+    assert wait_for(lambda: not publisher.estop, timeout_s=10)
+
+
+def test_a_stale_state_source_holds_and_names_it(setup):
+    publisher, rig, ticks = setup
+    emb = rig.emb
+    rig.destroy_timer(next(iter(rig.timers)))  # the rig's joint states stop
+    rig.send_chunk(np.tile(emb.home_position, (emb.chunk_horizon, 1)))
+    assert wait_for(lambda: publisher.loop.last_result.cause == "stale_state", timeout_s=5)
+    reason = publisher.loop.last_result.reason
+    assert "stale" in reason and "max_age_s" in reason
+    assert "/follower_left/joint_states" in reason and "/follower_right/joint_states" in reason
+
+
+def test_lost_inference_heartbeat_holds_within_the_chunk_timeout(setup):
+    publisher, rig, ticks = setup
+    emb = rig.emb
+    beat_pub = rig.create_publisher(Header, "inference_heartbeat", COMMAND)
+    last_beat = [0.0]
+
+    def beat() -> None:
+        last_beat[0] = rig.now_s()
+        beat_pub.publish(Header())
+
+    beats = rig.create_timer(0.05, beat)
+    assert wait_for(lambda: publisher.last_heartbeat is not None)
+    horizon = 3 * emb.chunk_horizon  # far longer than the timeout: only the heartbeat can stop it
+    rig.send_chunk(np.tile(emb.home_position, (horizon, 1)))
+    assert wait_for(lambda: ticks and ticks[-1][1] == "run", timeout_s=5)
+    rig.destroy_timer(beats)  # inference "dies"
+    stopped = last_beat[0]
+    assert wait_for(lambda: ticks[-1][1] == "inference_lost", timeout_s=5), ticks[-5:]
+    first = min(t for t, c in ticks if c == "inference_lost")
+    assert first - stopped <= emb.chunk_timeout_s + 2 * emb.dt
+    assert "heartbeat" in publisher.loop.last_result.reason

@@ -45,7 +45,10 @@ def test_aloha_graph_moves_the_sim_within_limits_and_holds_when_inference_dies(r
         commands, states = np.stack(record.commands), np.stack(record.states)
         assert len(commands) >= 50  # about 100 at 50 Hz; DDS on 2 busy cores may drop a few
         assert np.all(commands >= emb.position_min - 1e-6) and np.all(commands <= emb.position_max + 1e-6)
-        assert np.all(np.abs(np.diff(commands, axis=0)) <= emb.step_limits + 1e-6)
+        # one step limit per tick; a late tick may take two (ControlLoop's max_dt_factor), and a
+        # row samples the other outputs' latest message, which may still be a tick behind
+        steps = np.abs(np.diff(commands, axis=0)) / emb.step_limits
+        assert steps.max() <= 2 + 1e-6 and np.mean(np.all(steps <= 1 + 1e-6, axis=1)) >= 0.9, steps.max(axis=0)
         # the commands reached the simulated joints: the grippers went from nearly closed to
         # the commanded opening, and the measured arms follow the commanded ones
         assert abs(states[-1, 6] - commands[-1, 6]) < 0.1 and states[-1, 6] - states[0, 6] > 0.2

@@ -13,12 +13,13 @@ launch_ros = pytest.importorskip(
     "launch_ros", reason="launch_ros is not installed (it is not on PyPI); it runs on a ROS 2 machine"
 )
 from launch import LaunchContext, LaunchDescription  # noqa: E402
+from launch.actions import RegisterEventHandler  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from node_test_helpers import wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from qwen_vla_ros.bringup import child_environment  # noqa: E402
-from qwen_vla_ros.launch_description import ARGUMENTS, _nodes  # noqa: E402
+from qwen_vla_ros.launch_description import ARGUMENTS, _nodes, _respawn_options  # noqa: E402
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
 EXPECTED = {
@@ -45,9 +46,16 @@ def test_launch_file_declares_the_bringup_arguments_and_nodes(filename):
     assert [a.name for a in description.get_launch_arguments()] == list(ARGUMENTS)
     context = _context_for(description, device="cuda:1", namespace="rig2")
     assert context.launch_configurations["embodiment"] == embodiment
-    nodes = _nodes(context)
+    actions = _nodes(context)
+    nodes = [a for a in actions if isinstance(a, launch_ros.actions.Node)]
     assert [n.node_executable for n in nodes] == executables
     assert all(n.node_package == "qwen_vla_ros" for n in nodes)
+    # inference respawns; an exiting chunk publisher (or sim) shuts the whole launch down
+    respawning = [e for e in executables if _respawn_options(e).get("respawn")]
+    assert respawning == ["inference_node"] and _respawn_options("inference_node")["respawn_delay"] > 0
+    handlers = [a for a in actions if isinstance(a, RegisterEventHandler)]
+    essential = [e for e in executables if e in ("chunk_publisher", "sim_bridge")]
+    assert len(handlers) == len(essential)
 
 
 LAUNCH_SCRIPT = """

@@ -13,7 +13,7 @@ from std_msgs.msg import String
 from qwen_vla_ros.data.images import rgb_to_image_fields
 from qwen_vla_ros.nodes.observation_node import ObservationNode
 from qwen_vla_ros.observation import ObservationNotReady
-from qwen_vla_ros.ros.qos import LATCHED, SENSOR
+from qwen_vla_ros.ros.qos import COMMAND, LATCHED, SENSOR
 
 pytestmark = pytest.mark.ros
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]
@@ -138,3 +138,21 @@ def test_compressed_camera_is_decoded(ros_context, spinner):
     finally:
         observation.destroy_node()
         feeder.destroy_node()
+
+
+def test_instructions_from_volatile_and_latched_publishers_each_arrive_once(graph):
+    """`ros2 topic pub` publishes volatile; the episode monitor latched: both are heard, once."""
+    observation, feeder = graph
+    heard: list[str] = []
+    observation.on_instruction = heard.append
+    volatile = feeder.create_publisher(String, "instruction", COMMAND)
+    assert wait_for(lambda: volatile.get_subscription_count() >= 1)
+    volatile.publish(String(data="wipe the table"))
+    assert wait_for(lambda: heard == ["wipe the table"])
+    latched = feeder.create_publisher(String, "instruction", LATCHED)
+    assert wait_for(lambda: latched.get_subscription_count() >= 2)  # both subscriptions match it
+    latched.publish(String(data="stack the cubes"))
+    assert wait_for(lambda: heard[-1:] == ["stack the cubes"])
+    volatile.publish(String(data="wipe the table"))  # a different message after it: heard
+    assert wait_for(lambda: heard[-1:] == ["wipe the table"])
+    assert heard == ["wipe the table", "stack the cubes", "wipe the table"], heard
