@@ -41,7 +41,7 @@ from std_srvs.srv import Trigger
 from ..data.images import rgb_to_image_fields
 from ..ros.commands import COMMAND_READERS
 from ..ros.messages import state_message_class
-from ..ros.qos import COMMAND, LATCHED, SENSOR
+from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED, LATCHED_READER, SENSOR
 from ..sim.rig import SimRig
 from .common import (
     InputGuard,
@@ -119,7 +119,8 @@ class SimBridgeNode(Node):
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)
         # The referee of colour tasks: success counts for the object the instruction names.
-        self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
+        for qos in (LATCHED_READER, ANY_DURABILITY):  # latched and volatile publishers alike
+            self.guard.subscribe(String, "instruction", self._on_instruction, qos, paired=True)
         for output in self.embodiment.outputs:
             if output.type not in COMMAND_READERS:
                 raise ValueError(

@@ -106,21 +106,27 @@ def _cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_demo_ends_by_itself_and_leaves_its_outputs(tmp_path):
+    """The README's main command: the shipped demo policy on the default task and seed."""
     result = _cli("demo", "--seconds", "1.5", "--output", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["control_steps"] > 30 and summary["chunks"] >= 1
-    assert "UNTRAINED" in summary["model"] and "UNTRAINED" in result.stdout
+    assert "sim_demo" in summary["model"] and summary["task"] == "pick_color"
+    assert summary["seed"] >= 100_000 and summary["instruction"].startswith(("pick", "lift", "grab"))
     assert summary["inference_latency_ms"]["n"] >= 1
-    for picture in ("cameras.png", "commands_vs_measured.png"):
+    for picture in ("cameras.png", "commands_vs_measured.png", "cameras.mp4"):
         assert (tmp_path / picture).stat().st_size > 10_000
 
 
-def test_eval_runs_two_short_episodes_through_the_graph(tmp_path):
-    result = _cli("eval", "--episodes", "2", "--seconds", "1.5", "--output", str(tmp_path))
+def test_paired_eval_runs_each_scene_with_two_instructions(tmp_path):
+    result = _cli("eval", "--task", "pick_color", "--paired", "--episodes", "1", "--seconds", "1.5",
+                  "--model", "tiny", "--output", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert report["episodes"] == 2 and len(report["per_episode"]) == 2
-    assert 0.0 <= report["success_rate"] <= 1.0
+    first, second = report["per_episode"]
+    assert first["seed"] == second["seed"] == 100_000 and first["goal"] != second["goal"]
+    assert first["goal"] in first["instruction"] and second["goal"] in second["instruction"]
+    assert report["paired_instructions"]["pairs"] == 1
+    assert report["success"]["ci95"][0] <= report["success_rate"] <= report["success"]["ci95"][1]
     assert all(e["control_steps"] > 30 for e in report["per_episode"])
-    assert (tmp_path / "eval.png").is_file()
+    assert (tmp_path / "eval.png").is_file() and (tmp_path / "episode-100000.mp4").stat().st_size > 1000
