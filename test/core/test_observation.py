@@ -35,7 +35,7 @@ def test_complete_observation_has_model_sized_images_and_normalised_grippers(emb
     _feed(asm, 10.0)
     obs = asm.assemble(now=10.05)
     assert obs.instruction == "pick up the cube"
-    assert {k: v.shape for k, v in obs.images.items()} == {c: (224, 224, 3) for c in emb.camera_names}
+    assert {k: v.shape for k, v in obs.images.items()} == {c.name: (*c.image_size, 3) for c in emb.cameras}
     assert obs.state.shape == (14,)
     assert obs.state[6] == pytest.approx(1.0) and obs.state[13] == pytest.approx(1.0)
     assert obs.state[1] == pytest.approx(-0.9)
