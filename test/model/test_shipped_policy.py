@@ -1,0 +1,39 @@
+"""The shipped demo policy (models/sim_demo): one checkpoint for both simulated robots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qwen_vla_ros.embodiment import load_embodiment
+from qwen_vla_ros.model.policy import QwenVLAPolicy
+from qwen_vla_ros.model.shipped import SIM_DEMO, SIM_EMBODIMENTS, shipped_model_dir
+from qwen_vla_ros.types import Observation
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return shipped_model_dir(SIM_DEMO)
+
+
+def test_shipped_checkpoint_is_small_and_documents_its_training(shipped):
+    size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
+    assert size <= 20 * 1024 * 1024, f"{size / 2**20:.1f} MiB"
+    summary = json.loads((shipped / "train_summary.json").read_text())
+    assert summary["stage"] == "cpt" and summary["step"] >= 1000 and summary["final_val_loss"] < summary["initial_val_loss"]
+    assert (shipped / "normalization.json").is_file()
+
+
+@pytest.mark.parametrize("embodiment_name", SIM_EMBODIMENTS)
+def test_one_set_of_weights_serves_both_simulated_robots(shipped, embodiment_name):
+    policy = QwenVLAPolicy.from_pretrained(shipped).eval()
+    embodiment = load_embodiment(embodiment_name)
+    rng = np.random.default_rng(0)
+    images = {c.name: rng.integers(0, 255, (*c.image_size, 3), dtype=np.uint8) for c in embodiment.cameras}
+    observation = Observation(images=images, state=embodiment.home_position.copy(),
+                              instruction="pick up the red cube", stamp=0.0)
+    chunk = policy.predict_chunk(observation, embodiment, seed=0)
+    assert chunk.actions.shape == (embodiment.chunk_horizon, embodiment.action_dim)
+    assert np.all(np.isfinite(chunk.actions))
