@@ -69,7 +69,8 @@ def test_late_instruction_and_bgr_images_make_a_complete_observation(graph):
 
     assert wait_for(complete, timeout_s=10)
     obs = observation.assembler.assemble(observation.now_s())
-    assert obs.images["cam_high"].shape == (224, 224, 3)
+    cam_high = next(c for c in observation.embodiment.cameras if c.name == "cam_high")
+    assert obs.images["cam_high"].shape == (*cam_high.image_size, 3)  # resized to the model's size
     assert obs.images["cam_high"][..., 0].mean() == pytest.approx(200, abs=1)
     assert obs.state[6] == pytest.approx(1.0)
 
