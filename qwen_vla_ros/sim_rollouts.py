@@ -39,7 +39,7 @@ def aloha_rollouts(policy, task: str, seeds, *, execute_steps: int = 25, episode
     results = []
     try:
         for seed in seeds:
-            observation = env.reset(seed)
+            env.reset(seed)
             target = goal or task_goal(task, seed)
             if target is not None:
                 env.sim.set_goal(target)

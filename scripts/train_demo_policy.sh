@@ -5,6 +5,7 @@
 #
 #   bash scripts/train_demo_policy.sh              # data in data/sim_demos, run in runs/sim_demo
 #   OUT=runs/try2 EVAL_EPISODES=50 bash scripts/train_demo_policy.sh
+# The datasets and their weights are listed in config/training/sim_demo.yaml.
 #
 # About 10 minutes of data, 60 to 75 minutes of training and 5 minutes of evaluation per 10
 # episodes and task on 2 CPU cores (docs/training.md has the measured figures). Copy
@@ -17,7 +18,7 @@ source "${QWEN_VLA_VENV:-$REPO/.venv}/bin/activate"
 cd "$REPO"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-DATA="${DATA:-data/sim_demos}"
+DATA=data/sim_demos  # where config/training/sim_demo.yaml reads them
 OUT="${OUT:-runs/sim_demo}"
 EVAL_EPISODES="${EVAL_EPISODES:-10}"
 
@@ -32,9 +33,7 @@ for spec in "pick_color 70" "drive_to_color 80" "transfer_cube 45" "insertion 30
 done
 
 # 2. Train one policy for every task and both robots (the dataset paths are in the config).
-qwen-vla train --stage config/training/sim_demo.yaml --init small --output "$OUT" \
-  --set "datasets=[{path: $DATA/pick_color, embodiment: aloha_sim, weight: 3.0}, {path: $DATA/transfer_cube, embodiment: aloha_sim, weight: 2.5}, {path: $DATA/insertion, embodiment: aloha_sim, weight: 1.5}, {path: $DATA/drive_to_color, embodiment: mobile_base, weight: 1.5}]" \
-  --no-progress
+qwen-vla train --stage config/training/sim_demo.yaml --init small --output "$OUT" --no-progress
 
 # 3. Closed-loop evaluation through the ROS graph, per task.
 for task in pick_color transfer_cube insertion drive_to_color; do

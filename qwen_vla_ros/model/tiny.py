@@ -186,8 +186,8 @@ def offline_policy(family: str = "qwen3_5", size: str = "tiny", seed: int = 0):
     """A random, untrained policy of one offline size (no statistics yet)."""
     from .policy import QwenVLAPolicy
 
-    decoder = OFFLINE_DECODERS.get(size, "tiny")
-    return QwenVLAPolicy.from_backbone(tiny_backbone(family, seed, size), decoder, seed=seed)
+    backbone = tiny_backbone(family, seed, size)  # an unknown size is refused here, by name
+    return QwenVLAPolicy.from_backbone(backbone, OFFLINE_DECODERS[size], seed=seed)
 
 
 def build_tiny_backbone(family: str, out_dir: str | Path, seed: int = 0) -> Path:

@@ -31,8 +31,9 @@ from .aloha_conventions import (
     GripperConversion,
     check_side,
 )
-from .aloha_tasks import contact_pairs, geom_names, get_task, goal_from_instruction, wrong_object
+from .aloha_tasks import contact_pairs, geom_names, get_task, wrong_object
 from .errors import SimConfigError, SimInputError
+from .goals import goal_from_instruction
 from .renderer import OffscreenCameras, SimCamera
 
 #: Embodiment camera name -> MuJoCo camera of the gym-aloha scene (both ALOHA naming schemes).

@@ -13,7 +13,6 @@ stay on it (success). Lifting or moving another cube is a wrong-object episode.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -168,13 +167,6 @@ def cube_body(color: str) -> str:
     return "box" if color == "red" else f"box_{color}"
 
 
-def goal_from_instruction(text: str, goals: tuple[str, ...]) -> str | None:
-    """The one goal word an instruction names (``None`` if it names none or several)."""
-    words = set(re.findall(r"[a-z]+", text.lower()))
-    named = [g for g in goals if g in words]
-    return named[0] if len(named) == 1 else None
-
-
 @dataclass(frozen=True)
 class AlohaTask:
     """An ALOHA task: its MuJoCo model, how objects are placed and how it is scored.
@@ -196,9 +188,6 @@ class AlohaTask:
 
     def load_model(self) -> mujoco.MjModel:
         return self.build_model()
-
-    def sample_object_poses(self, seed: int | None) -> np.ndarray:
-        return self.sample(seed)[0]
 
     def object_poses(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, np.ndarray]:
         """Body name -> its free-joint pose now (xyz m, quat wxyz)."""

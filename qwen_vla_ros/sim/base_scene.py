@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 
 from .errors import SimConfigError
+from .goals import goal_from_instruction
 from .kinematic_base import BaseLimits, KinematicBase
 from .renderer import OffscreenCameras, SimCamera
 
@@ -196,8 +197,6 @@ class MobileBaseSim:
 
     def set_instruction(self, text: str) -> str | None:
         """Score against the box colour the instruction names (if exactly one); returns it."""
-        from .aloha_tasks import goal_from_instruction
-
         goal = goal_from_instruction(text, self.goals)
         if goal is not None:
             self.goal = goal

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aloha_conventions import SIDES
-from .aloha_tasks import cube_body, cube_geom
+from .aloha_tasks import cube_body
 from .arm_ik import ArmIK, axis_angle_quat, normalized
 
 #: Action names of the expert's 14-value vector (ALOHA's order, as in the aloha embodiments).
@@ -206,7 +206,7 @@ def expert_for(task: str) -> ScriptedExpert:
     return EXPERTS[task]()
 
 
-__all__ = ["ACTION_NAMES", "EXPERTS", "ScriptedExpert", "Waypoint", "cube_geom", "expert_for"]
+__all__ = ["ACTION_NAMES", "EXPERTS", "ScriptedExpert", "Waypoint", "expert_for"]
 
 
 class DriveToColorExpert:

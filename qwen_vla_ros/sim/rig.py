@@ -143,20 +143,22 @@ class SimRig:
         self.task = task or self.task
 
     @property
+    def _scorer(self):
+        """The part that runs and scores the task: the arms' sim, else the navigation world."""
+        return self.arms if self.arms is not None else self.world
+
+    @property
     def goal(self) -> str | None:
         """What the episode is scored against (language-conditioned tasks), else None."""
-        part = self.arms if self.arms is not None else self.world
-        return part.goal if part is not None else None
+        return self._scorer.goal if self._scorer is not None else None
 
     def set_instruction(self, text: str) -> str | None:
         """Let a language-conditioned task score the goal the instruction names; returns it."""
-        part = self.arms if self.arms is not None else self.world
-        return part.set_instruction(text) if part is not None else None
+        return self._scorer.set_instruction(text) if self._scorer is not None else None
 
     def wrong_object(self) -> bool:
         """The robot acted on an object the instruction did not name (colour tasks)."""
-        part = self.arms if self.arms is not None else self.world
-        return bool(part.wrong_object()) if part is not None else False
+        return bool(self._scorer.wrong_object()) if self._scorer is not None else False
 
     # -- observation -------------------------------------------------------------------------------
     def joint_state(self, source: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from qwen_vla_ros.embodiment import load_embodiment
-from qwen_vla_ros.sim.aloha_tasks import goal_from_instruction, sample_pick_color
+from qwen_vla_ros.sim.aloha_tasks import sample_pick_color
 from qwen_vla_ros.sim.experts import ACTION_NAMES, DriveToColorExpert, expert_for
+from qwen_vla_ros.sim.goals import goal_from_instruction
 from qwen_vla_ros.sim.rig import SimRig
 
 pytestmark = pytest.mark.usefixtures("gl_available")
@@ -94,7 +95,9 @@ def test_drive_to_color_scores_the_instructed_box():
         box = rig.world.box(named)
         # put the base right in front of the named box: success; the other boxes are far
         rig.world.reset(pose=(box.x - box.half_size - 0.25 - 0.1, box.y, 0.0))
-        assert rig.success() == (rig.world.gap_to(box) <= 0.25)
         assert np.isclose(rig.world.gap_to(box), 0.1)
+        assert rig.success() and not rig.wrong_object()
+        rig.set_instruction(f"drive to the {rig.world.goals[(rig.world.goals.index(named) + 1) % 3]} box")
+        assert not rig.success()  # the same place does not count for another colour
     finally:
         rig.close()
