@@ -34,7 +34,7 @@ from ..control.scheduler import step_index
 from ..embodiment import Embodiment
 from ..observation import ObservationNotReady
 from ..ros.messages import chunk_to_msg, to_time
-from ..ros.qos import COMMAND
+from ..ros.qos import COMMAND_PUBLISHER
 from ..types import ActionChunk
 from .common import (
     NodeParameters,
@@ -90,10 +90,10 @@ class InferenceNode(Node):
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
         )
         self._latencies: deque[float] = deque(maxlen=9)  # node-clock seconds per chunk
-        self.chunk_pub = self.create_publisher(JointTrajectory, self.p["chunk_topic"], COMMAND)
+        self.chunk_pub = self.create_publisher(JointTrajectory, self.p["chunk_topic"], COMMAND_PUBLISHER)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # the chunk publisher holds when these stop (this process died or hangs)
-        self.heartbeat_pub = self.create_publisher(Header, self.p["heartbeat_topic"], COMMAND)
+        self.heartbeat_pub = self.create_publisher(Header, self.p["heartbeat_topic"], COMMAND_PUBLISHER)
         self.create_timer(HEARTBEAT_PERIOD_S, guard_timer(self, self._heartbeat, "heartbeat"))
         self._log = RateLimitedLog(self.get_logger())
         self.waiting = WaitingReporter(self.get_logger())

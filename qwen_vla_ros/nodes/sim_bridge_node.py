@@ -41,7 +41,7 @@ from std_srvs.srv import Trigger
 from ..data.images import rgb_to_image_fields
 from ..ros.commands import COMMAND_READERS
 from ..ros.messages import state_message_class
-from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED, LATCHED_READER, SENSOR
+from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED, LATCHED_READER, SENSOR_PUBLISHER
 from ..sim.rig import SimRig
 from .common import (
     InputGuard,
@@ -111,10 +111,10 @@ class SimBridgeNode(Node):
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.state_pubs = {
-            s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR)
+            s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR_PUBLISHER)
             for s in self.embodiment.state_sources
         }
-        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
+        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_PUBLISHER) for c in self.embodiment.cameras}
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)

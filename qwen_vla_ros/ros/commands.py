@@ -16,7 +16,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..embodiment import Embodiment
 from .messages import fill_fields, message_class, to_duration
-from .qos import COMMAND
+from .qos import COMMAND_PUBLISHER
 
 
 def command_to_msg(command: Any, stamp: Any) -> Any:
@@ -59,7 +59,7 @@ class CommandPublishers:
 
     def __init__(self, node, embodiment: Embodiment):
         self.publishers = {
-            out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND)
+            out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND_PUBLISHER)
             for out in embodiment.outputs
         }
 

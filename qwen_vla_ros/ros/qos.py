@@ -10,8 +10,21 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-#: Cameras and joint states: best effort, newest only (a late frame is worthless).
+#: Cameras and joint states, as read by the control graph: best effort, newest only (a late
+#: frame is worthless). Matches best-effort and reliable publishers alike.
 SENSOR = qos_profile_sensor_data
+
+#: What the simulated robot publishes its sensors with: reliable, as ros2_control's
+#: joint_state_broadcaster and most camera drivers do by default. Best-effort readers (SENSOR)
+#: still match; a recorder that matches the publisher (rosbag2 style) gets retransmissions
+#: instead of losses on a busy machine. The depth is about a second of joint states at 50 Hz:
+#: a loaded reader that is up to that far behind still receives every sample.
+SENSOR_PUBLISHER = QoSProfile(
+    depth=50,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 
 #: The instruction: reliable and transient-local, so a node started later still gets the last one.
 LATCHED = QoSProfile(
@@ -21,9 +34,20 @@ LATCHED = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
-#: Action chunks and controller commands: reliable, shallow (only the newest matters).
+#: Action chunks and controller commands, as read by the graph: reliable, shallow (only the
+#: newest matters to a controller).
 COMMAND = QoSProfile(
     depth=2,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+#: What command publishers offer: the same, with a deeper history. A reliable writer resends
+#: only what is still in its history, so a depth of 2 let a loaded recorder lose commands;
+#: shallow readers (COMMAND) still get only the newest.
+COMMAND_PUBLISHER = QoSProfile(
+    depth=20,
     history=HistoryPolicy.KEEP_LAST,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,

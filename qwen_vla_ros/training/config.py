@@ -231,6 +231,10 @@ class StageConfig(_Strict):
     # dtype of the backbone weights that do not train (frozen parts, LoRA's base weights);
     # null keeps them as loaded. bfloat16 halves their memory; the saved backbone keeps it.
     frozen_dtype: Literal["bfloat16", "float16"] | None = None
+    # Normalisation statistics: "data" computes them from this stage's datasets; "keep" keeps
+    # the --init policy's statistics for the embodiments it already has (continuing a run on
+    # more data of the same kind without moving the targets the model has learned).
+    norm_stats: Literal["data", "keep"] = "data"
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:

@@ -198,6 +198,9 @@ class Trainer:
 
     def _set_norm_stats(self) -> None:
         for name, stats in norm_stats_from_sources(self.sources).items():
+            if self.config.norm_stats == "keep" and name in self.policy.norm_stats:
+                self._print(f"keeping the initial policy's statistics for {name!r} (norm_stats: keep)")
+                continue
             self.policy.set_normalization(name, stats)
         if self.config.stage == "rl" and self.rl_embodiment.name not in self.policy.norm_stats:
             self._print(f"warning: no statistics for {self.rl_embodiment.name!r} in the policy or data; "
