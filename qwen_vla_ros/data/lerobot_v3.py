@@ -34,6 +34,7 @@ from .video import (
     CODECS,
     DEFAULT_CRF,
     DEFAULT_GOP,
+    PIX_FMT,
     VideoError,
     VideoFileWriter,
     choose_codec,
@@ -81,7 +82,9 @@ class LeRobotV3Writer:
         cameras: camera name -> stored (height, width) px.
         robot_type: stored in info.json (the embodiment name).
         codec: a PyAV encoder (default: :func:`choose_codec`).
-        crf: video quality (lower is better; LeRobot's default 30).
+        crf: video quality (lower is better; LeRobot's default 30; 0 is lossless with x264).
+        pix_fmt: ``yuv420p`` (LeRobot's default) or ``yuv444p`` (full colour resolution,
+            for small images; see :data:`.video.PIX_FMTS`).
         horizon: chunk length used for the statistics of waypoint dimensions.
         waypoint_slices: action slices stored as one-step motions (see :mod:`.chunks`).
         gop: frames between video keyframes (LeRobot's default 2: fast random access).
@@ -110,6 +113,7 @@ class LeRobotV3Writer:
         extra_info: dict[str, Any] | None = None,
         gop: int = DEFAULT_GOP,
         metadata: dict[str, Any] | None = None,
+        pix_fmt: str = PIX_FMT,
     ):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
@@ -119,7 +123,7 @@ class LeRobotV3Writer:
         self.codec = codec or choose_codec()
         self.waypoint_slices = tuple(waypoint_slices)
         self._limits = (data_file_mb * _MB, video_file_mb * _MB, int(chunks_size))
-        self.gop = int(gop)
+        self.gop, self.pix_fmt = int(gop), pix_fmt
         self.metadata = L.package_metadata(metadata, extra_info)
         self._tmp = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
         self._tmp.mkdir(parents=True)
@@ -264,7 +268,7 @@ class LeRobotV3Writer:
             video_key=L.image_key(camera), chunk_index=chunk, file_index=file
         )
         writer = VideoFileWriter(
-            self._tmp / relative, self.fps, self.cameras[camera], self.codec, self.crf, self.gop
+            self._tmp / relative, self.fps, self.cameras[camera], self.codec, self.crf, self.gop, self.pix_fmt
         )
         self._videos[camera] = _VideoShard(writer, chunk, file, expected)
         return self._videos[camera]
@@ -432,7 +436,7 @@ class LeRobotV3Writer:
                     "video.fps": _plain_number(self.fps),
                     "video.channels": 3,
                     "has_audio": False,
-                    **encoder_settings(self.codec, self.gop, self.crf),
+                    **encoder_settings(self.codec, self.gop, self.crf, self.pix_fmt),
                     "is_depth_map": False,
                 },
             }

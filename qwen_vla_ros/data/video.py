@@ -43,6 +43,10 @@ CODECS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 PREFERRED_CODECS = ("libsvtav1", "libx264", "mpeg4")
 PIX_FMT = "yuv420p"
+#: Pixel formats the writer accepts: LeRobot's 4:2:0 default, and full-resolution chroma
+#: (4:4:4) for small images where an object is a few pixels wide (4:2:0 halves colour
+#: resolution, which smears a 3-pixel cube's colour into its neighbours).
+PIX_FMTS = ("yuv420p", "yuv444p")
 DEFAULT_GOP = 2  # frames between keyframes (LeRobot's default)
 DEFAULT_CRF = 30
 #: Speed/quality preset per encoder (SVT-AV1: LeRobot's default; x264: a fast one).
@@ -77,7 +81,7 @@ def choose_codec(preferred: tuple[str, ...] = PREFERRED_CODECS) -> str:
     raise VideoError(f"none of the video codecs {list(preferred)} both encodes and decodes here")
 
 
-def encoder_settings(encoder: str, gop: int = DEFAULT_GOP, crf: int = DEFAULT_CRF) -> dict:
+def encoder_settings(encoder: str, gop: int = DEFAULT_GOP, crf: int = DEFAULT_CRF, pix_fmt: str = PIX_FMT) -> dict:
     """The encoder settings recorded in info.json, named as LeRobot records them.
 
     ``video.g`` is the keyframe interval (frames), ``video.crf`` the quality (lower is
@@ -85,7 +89,7 @@ def encoder_settings(encoder: str, gop: int = DEFAULT_GOP, crf: int = DEFAULT_CR
     """
     uses_crf = encoder in PRESETS
     return {
-        "video.pix_fmt": PIX_FMT,
+        "video.pix_fmt": pix_fmt,
         "video.g": int(gop),
         "video.crf": int(crf) if uses_crf else None,
         "video.preset": PRESETS.get(encoder),
@@ -116,6 +120,7 @@ class VideoFileWriter:
         size_hw: (height, width) px; both even (4:2:0 chroma halves each side).
         crf: constant rate factor (lower = better; 30 is LeRobot's default quality).
         gop: frames between keyframes (2, LeRobot's default: fast random access).
+        pix_fmt: one of :data:`PIX_FMTS`.
     """
 
     def __init__(
@@ -126,8 +131,11 @@ class VideoFileWriter:
         codec: str,
         crf: int = DEFAULT_CRF,
         gop: int = DEFAULT_GOP,
+        pix_fmt: str = PIX_FMT,
     ):
         height, width = int(size_hw[0]), int(size_hw[1])
+        if pix_fmt not in PIX_FMTS:
+            raise VideoError(f"pixel format {pix_fmt!r} is not one of {PIX_FMTS}")
         if height % 2 or width % 2:
             raise VideoError(f"video size {height}x{width} px must be even on both sides")
         if not codec_works(codec):
@@ -144,7 +152,7 @@ class VideoFileWriter:
             codec, rate=rate, options=_encoder_options(codec, gop, crf)
         )
         self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = PIX_FMT
+        self._stream.pix_fmt = pix_fmt
         self._time_base = 1 / rate
 
     def add(self, rgb: np.ndarray) -> None:
