@@ -31,6 +31,7 @@ import numpy as np
 
 from .data.chunks import pose_steps
 from .data.lerobot_v3 import EpisodeData, LeRobotV3Writer
+from .data.video import VIDEO_QUALITY
 from .embodiment import Embodiment, load_embodiment
 
 #: Seeds from here on are for evaluation; collect refuses them.
@@ -114,15 +115,13 @@ class CollectReport:
 
 #: Camera frames per simulated second (the sim bridge's default camera_rate_hz).
 CAMERA_RATE_HZ = 10.0
-#: Video encoder of collected datasets. H.264 rather than LeRobot's SVT-AV1: three SVT-AV1
-#: encoders in one long run hung here twice (all threads in futex waits after ~35 episodes).
-COLLECT_CODEC = "libx264"
-#: Lossless, full colour resolution (x264 crf 0, 4:4:4). The simulated cameras are small (a cube
-#: is 2-3 px wide at 96x96): LeRobot's crf 30 / 4:2:0 smeared the cubes' colours into their
-#: neighbours and left coloured ghosts (measured on 30 frames: mean error 2.5 levels, p99.9 60,
-#: peak saturation 183 -> 121), so the model trained on colours the simulator never shows.
-#: 4:4:4 at crf 0: error 0.05 levels, 724 bytes per 96x96 frame (crf 30 4:2:0: 227).
-COLLECT_VIDEO = {"crf": 0, "pix_fmt": "yuv444p"}
+#: Video settings of collected datasets: lossless, full colour resolution (x264 crf 0, 4:4:4).
+#: The simulated cameras are small (a cube is 2-3 px wide at 96x96): LeRobot's crf 30 / 4:2:0 smeared the cubes' colours
+#: into their neighbours and left coloured ghosts (measured on 30 frames: mean error 2.5 levels,
+#: p99.9 60, peak saturation 183 -> 121), so the model trained on colours the simulator never
+#: shows. Lossless: error 0.05 levels, 724 bytes per 96x96 frame (crf 30 4:2:0: 227). H.264, not
+#: SVT-AV1: three SVT-AV1 encoders in one long run hung here twice (futex waits after ~35 episodes).
+COLLECT_VIDEO = VIDEO_QUALITY["lossless"]
 
 
 def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:
@@ -203,7 +202,7 @@ def collect(
         with LeRobotV3Writer(
             out, fps=emb.control_rate_hz, names=emb.action_names,
             cameras={c.name: tuple(c.image_size) for c in emb.cameras}, robot_type=emb.name,
-            overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints, codec=COLLECT_CODEC, **COLLECT_VIDEO,
+            overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints, **COLLECT_VIDEO,
             extra_info={"qwen_vla": {"embodiment": emb.name, "source": f"scripted expert: {task}",
                                      "seeds": [first_seed, first_seed + episodes - 1]}},
         ) as writer:

@@ -37,7 +37,7 @@ from .layout import image_key
 from .lerobot_v3 import EpisodeData, LeRobotV3Writer
 from .mcap_io import list_topics, read_episode_marks, read_recording
 from .salvage import is_closed_mcap, salvage_recording
-from .video import VideoError, choose_codec
+from .video import VIDEO_QUALITY, VideoError, choose_codec
 
 #: How far before an episode's start messages are read, ns: the commands and states held
 #: at its first tick may have been sent earlier.
@@ -122,6 +122,7 @@ def convert_recordings(
     progress: bool = True,
     strict: bool = False,
     gaps: GapPolicy | None = None,
+    video_quality: str = "lerobot",
 ) -> ConversionReport:
     """Convert recordings to one LeRobot v3.0 dataset at ``out_root``.
 
@@ -132,7 +133,14 @@ def convert_recordings(
         progress: show tqdm progress bars (episodes and frames).
         strict: all or nothing: the first stale source or bad episode raises.
         gaps: how gaps are bridged or masked (default :class:`GapPolicy`, or strict).
+        video_quality: a key of :data:`.video.VIDEO_QUALITY` (``lossless`` for small
+            simulated cameras; it brings its own codec unless ``codec`` is given).
     """
+    if video_quality not in VIDEO_QUALITY:
+        raise ValueError(f"video quality {video_quality!r} is not one of {sorted(VIDEO_QUALITY)}")
+    video = dict(VIDEO_QUALITY[video_quality])
+    codec = codec or video.pop("codec", None)
+    video.pop("codec", None)
     paths = [Path(p) for p in recordings]
     if not paths:
         raise ValueError("no recordings given")
@@ -146,7 +154,7 @@ def convert_recordings(
             raise DatasetError("no recording holds every required camera", field="cameras")
         _convert_all(
             paths, out_root, embodiment, cameras, report, codec, overwrite,
-            default_task, use_stamps, progress, policy,
+            default_task, use_stamps, progress, policy, video,
         )  # fmt: skip
     return report
 
@@ -162,7 +170,7 @@ def _closed_copy(path: Path, scratch: Path, report: ConversionReport) -> Path:
 
 def _convert_all(
     paths, out_root, embodiment, cameras, report, codec, overwrite, default_task, use_stamps,
-    progress, policy,
+    progress, policy, video,
 ) -> None:  # fmt: skip
     codec = codec or choose_codec()
     report.codec, report.cameras = codec, [c.name for c in cameras]
@@ -173,6 +181,7 @@ def _convert_all(
         cameras={c.name: tuple(c.image_size) for c in cameras},
         robot_type=embodiment.name,
         codec=codec,
+        **video,
         overwrite=overwrite,
         horizon=embodiment.chunk_horizon,
         waypoint_slices=waypoint_slices(embodiment),
@@ -285,6 +294,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     parser.add_argument("--task", default=None, help="instruction for episodes without one")
     parser.add_argument("--codec", default=None, help="PyAV encoder (default: libsvtav1 if usable)")
+    parser.add_argument(
+        "--video-quality", choices=sorted(VIDEO_QUALITY), default="lerobot",
+        help="lerobot: crf 30, 4:2:0 (LeRobot's defaults); lossless: H.264 crf 0, 4:4:4 (small sim cameras)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument(
         "--time-base", choices=("auto", "header", "receive"), default="auto",
@@ -317,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
             use_stamps="header" if args.use_stamps else args.time_base,
             strict=args.strict,
             gaps=GapPolicy(bridge_s=args.bridge_s, min_segment_s=args.min_segment_s),
+            video_quality=args.video_quality,
         )
     except (DatasetError, VideoError, FileExistsError) as exc:  # a bad codec or odd image size too
         print(f"conversion failed: {exc}", file=sys.stderr)

@@ -51,6 +51,13 @@ DEFAULT_GOP = 2  # frames between keyframes (LeRobot's default)
 DEFAULT_CRF = 30
 #: Speed/quality preset per encoder (SVT-AV1: LeRobot's default; x264: a fast one).
 PRESETS: dict[str, int | str] = {"libsvtav1": 12, "libaom-av1": 8, "libx264": "veryfast", "h264": "veryfast"}
+#: Named writer settings: LeRobot's defaults, and lossless full-colour H.264 (x264 crf 0, 4:4:4)
+#: for small simulated cameras, where every pixel of a small object counts (about 3x the bytes
+#: of crf 30 at 96x96: 724 vs 227 per frame, measured on pick_color frames).
+VIDEO_QUALITY: dict[str, dict] = {
+    "lerobot": {"crf": DEFAULT_CRF, "pix_fmt": "yuv420p"},
+    "lossless": {"codec": "libx264", "crf": 0, "pix_fmt": "yuv444p"},
+}
 
 
 class VideoError(ValueError):

@@ -257,3 +257,23 @@ def test_convert_verb_reports_a_bad_codec_in_one_line(recording_factory, small_a
     assert convert.run(args) == 1
     assert "conversion failed" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+def test_convert_verb_writes_lossless_video_when_asked(recording_factory, small_aloha, tmp_path):
+    import argparse
+    import json
+
+    from qwen_vla_ros.data import convert
+
+    parser = argparse.ArgumentParser()
+    convert.add_arguments(parser)
+    recording = recording_factory(RecordingSpec(episodes=[("pick", 0.2, 0.9)]))
+    args = parser.parse_args([str(recording), "--embodiment", small_aloha.source_path, "--out",
+                              str(tmp_path / "ds"), "--video-quality", "lossless"])
+    assert convert.run(args) == 0
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    video = info["features"]["observation.images.cam_left_wrist"]["info"]
+    assert (video["video.codec"], video["video.pix_fmt"], video["video.crf"]) == ("h264", "yuv444p", 0)
+    sample = LeRobotV3Dataset(tmp_path / "ds", small_aloha)[0]
+    image = sample["images"]["cam_left_wrist"].numpy().reshape(-1, 3).astype(float)
+    assert np.ptp(image, axis=0).max() <= 2  # a flat colour stays flat (no 4:2:0 / crf 30 noise)
