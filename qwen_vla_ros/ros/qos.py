@@ -17,10 +17,11 @@ SENSOR = qos_profile_sensor_data
 #: What the simulated robot publishes its sensors with: reliable, as ros2_control's
 #: joint_state_broadcaster and most camera drivers do by default. Best-effort readers (SENSOR)
 #: still match; a recorder that matches the publisher (rosbag2 style) gets retransmissions
-#: instead of losses on a busy machine. The depth is about a second of joint states at 50 Hz:
-#: a loaded reader that is up to that far behind still receives every sample.
+#: instead of losses on a busy machine. The depth is 4 s of joint states at 50 Hz, 20 s of
+#: camera frames at 10 Hz (5 s at 30 Hz): a loaded reader that far behind still gets every
+#: sample (a writer resends only what its history still holds).
 SENSOR_PUBLISHER = QoSProfile(
-    depth=50,
+    depth=200,
     history=HistoryPolicy.KEEP_LAST,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
