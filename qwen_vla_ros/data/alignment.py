@@ -112,9 +112,15 @@ def tick_grid(
     cameras: list[CameraSpec],
     stamp: bool | str,
     label: str,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """Control ticks, s, where every state source and camera has a recent message."""
+    """Control ticks, s, where every state source and camera has a recent message.
+
+    ``notes`` gets a line for each end of the episode cut by more than a source's ``max_age_s``
+    (a source that started late or stopped early), naming the source.
+    """
     starts, ends = [mark.start_ns * 1e-9], [mark.end_ns * 1e-9]
+    names, ages = ["the episode mark"], [2 * embodiment.dt]
     sources = [
         (s.topic, s.max_age_s, f"{STATE_KEY} ({s.name})", "state") for s in embodiment.state_sources
     ]
@@ -130,7 +136,14 @@ def tick_grid(
             )
         starts.append(float(inside[0]))
         ends.append(float(times[times <= ends[0]][-1]) + max_age)
+        names.append(topic)
+        ages.append(max_age)
     start, end = max(starts), min(ends)
+    late, early = int(np.argmax(starts)), int(np.argmin(ends))
+    if notes is not None and start - starts[0] > max(ages[late], 2 * embodiment.dt):
+        notes.append(f"first {start - starts[0]:.3f} s trimmed: no message on {names[late]} before")
+    if notes is not None and ends[0] - end > max(ages[early], 2 * embodiment.dt):
+        notes.append(f"last {ends[0] - end:.3f} s trimmed: {names[early]} stopped")
     count = int(np.floor((end - start) / embodiment.dt + 1e-9)) + 1 if end >= start else 0
     if count < 2:
         raise DatasetError(
@@ -345,9 +358,9 @@ def align_episode(
     result's ``valid`` marks the ticks that are usable and ``gap_notes`` says why others are not.
     """
     policy = policy or GapPolicy(strict=True)
-    ticks = tick_grid(embodiment, recording, mark, cameras, stamp, label)
-    valid = np.ones(len(ticks), dtype=bool)
     notes: list[str] = []
+    ticks = tick_grid(embodiment, recording, mark, cameras, stamp, label, notes)
+    valid = np.ones(len(ticks), dtype=bool)
     state = state_matrix(embodiment, recording, ticks, stamp, label, policy, valid, notes)
     next_state = np.concatenate([state[1:], state[-1:]])
     action, sources = command_actions(embodiment, recording, ticks, next_state, stamp, label)

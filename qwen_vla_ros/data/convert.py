@@ -58,6 +58,7 @@ class ConversionReport:
     masked: list[str] = field(default_factory=list)  # per masked gap / bad frames
     skipped: list[str] = field(default_factory=list)  # "<episode>: <why>" per episode left out
     salvaged: list[str] = field(default_factory=list)  # one line per recovered unclosed file
+    trimmed: list[str] = field(default_factory=list)  # episode ends cut (a source late or stopped)
     masked_frames: int = 0
 
     def __str__(self) -> str:
@@ -71,8 +72,10 @@ class ConversionReport:
         lines += [f"  salvaged: {line}" for line in self.salvaged]
         lines.append(
             f"  gaps: {len(self.bridged)} bridged, {len(self.masked)} masked "
-            f"({self.masked_frames} frames left out), {len(self.skipped)} episodes skipped"
+            f"({self.masked_frames} frames left out), {len(self.skipped)} episodes skipped, "
+            f"{len(self.trimmed)} episode ends trimmed"
         )
+        lines += [f"  trimmed {line}" for line in self.trimmed]
         lines += [f"  bridged {line}" for line in self.bridged]
         lines += [f"  masked {line}" for line in self.masked]
         lines += [f"  skipped {line}" for line in self.skipped]
@@ -250,7 +253,8 @@ def _write_segments(
     """Write the episode's valid stretches (the whole episode when nothing was masked)."""
     label = aligned.label
     for note in aligned.gap_notes:
-        (report.bridged if note.endswith("bridged") else report.masked).append(f"{label}: {note}")
+        kind = report.bridged if note.endswith("bridged") else report.trimmed if " trimmed" in note else report.masked
+        kind.append(f"{label}: {note}")
     valid = aligned.valid.copy()
     if not policy.strict:
         finite = np.isfinite(aligned.state).all(1) & np.isfinite(aligned.action).all(1)

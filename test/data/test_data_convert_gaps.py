@@ -129,3 +129,15 @@ def test_recording_cut_mid_chunk_is_salvaged_and_converted(
     assert report.salvaged and "recovered" in report.salvaged[0], report
     assert report.episodes >= 1 and report.frames > 0
     assert len(read_frames(tmp_path / "ds", ["action"])["action"]) == report.frames
+
+
+def test_a_source_that_stops_before_the_episode_ends_is_reported_as_trimmed(
+    recording_factory, small_aloha, tmp_path
+):
+    # episode 0 is 0.1 .. 1.3 s; the left arm's joint states stop at 0.9 s and resume at 1.5 s
+    report = _convert([recording_factory(RecordingSpec(state_gap=(0.9, 1.5)))], tmp_path, small_aloha)
+    assert report.episodes == 2 and not report.skipped, report
+    assert len(report.trimmed) == 1 and "/follower_left/joint_states stopped" in report.trimmed[0], report
+    assert "#0" in report.trimmed[0] and "1 episode ends trimmed" in str(report)
+    clean = _convert([recording_factory(RecordingSpec())], tmp_path / "clean", small_aloha)
+    assert not clean.trimmed, clean
