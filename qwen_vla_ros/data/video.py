@@ -191,14 +191,30 @@ class VideoFileWriter:
                 self._container = None
 
 
+#: YUV -> RGB for BT.601 limited range (what swscale writes and assumes when a file does not
+#: say otherwise), as a 3x4 matrix for ``cv2.transform`` (the last column is the offset).
+_BT601_LIMITED = np.array([[1.164, 0.0, 1.596], [1.164, -0.392, -0.813], [1.164, 2.017, 0.0]], np.float32)
+_YUV444_TO_RGB = np.concatenate(
+    [_BT601_LIMITED, (-_BT601_LIMITED @ np.array([16, 128, 128], np.float32))[:, None]], axis=1
+)
+_UNSPECIFIED_OR_BT601 = (2, 5, 6)  # AVColorSpace: unspecified, BT470BG, SMPTE170M
+_LIMITED_RANGE = (0, 1)  # AVColorRange: unspecified, MPEG
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as (height, width, 3) uint8 RGB.
 
     For 4:2:0 frames OpenCV's conversion is used: about 3.5x faster than swscale's
     rgb24 path here and as close to the encoded RGB (mean error 0.75 vs 1.19 levels).
+    For 4:4:4 frames a matrix product: 0.13 vs 2.8 ms per 96x96 frame, the same error
+    (mean 0.395 levels, at most 1 level from swscale's result).
     """
     if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
         return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    if (frame.format.name == "yuv444p" and getattr(frame, "colorspace", None) in _UNSPECIFIED_OR_BT601
+            and getattr(frame, "color_range", None) in _LIMITED_RANGE):
+        yuv = np.ascontiguousarray(frame.to_ndarray().transpose(1, 2, 0), dtype=np.float32)
+        return np.clip(cv2.transform(yuv, _YUV444_TO_RGB) + 0.5, 0, 255).astype(np.uint8)
     return frame.to_ndarray(format="rgb24")
 
 
