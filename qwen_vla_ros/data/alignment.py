@@ -37,7 +37,7 @@ from ..embodiment import CameraSpec, Embodiment, StateSource
 from .chunks import pose_steps
 from .commands import command_actions
 from .errors import DatasetError
-from .gaps import GapPolicy, SourceGaps, interpolation_weights, source_gaps
+from .gaps import GapPolicy, SourceGaps, interpolation_weights, latest_indices, source_gaps
 from .images import ImageConversionError, compressed_to_rgb, image_to_rgb, resize_rgb
 from .layout import ACTION_KEY, STATE_KEY, image_key
 from .mcap_io import EpisodeMark, Recording, TopicSeries, uses_header_stamps
@@ -65,11 +65,6 @@ class AlignedEpisode:
 def series_times(series: TopicSeries, stamp: bool | str) -> np.ndarray:
     """Message times, s, on the time base ``stamp`` (see the module docstring)."""
     return series.times_s(stamp=uses_header_stamps(series, stamp))
-
-
-def latest_indices(times: np.ndarray, ticks: np.ndarray) -> np.ndarray:
-    """Index of the newest message at or before each tick (-1 where none)."""
-    return np.searchsorted(times, ticks, side="right") - 1
 
 
 def _series(

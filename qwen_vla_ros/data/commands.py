@@ -4,9 +4,15 @@ The embodiment's ``outputs`` say which topic carries which action groups. Each
 recorded command becomes timed samples of those groups' values in rig units
 (grippers back from the joint command to the normalised opening):
 
-* ``trajectory_msgs/JointTrajectory``: every point, at the trajectory start
-  (header.stamp, or the receive time when zero) plus its time_from_start; a newer
-  trajectory replaces the rest of an older one from its own start.
+* ``trajectory_msgs/JointTrajectory``: every point is the action of the tick one control
+  period before it is due (the trajectory start, header.stamp or the receive time when
+  zero, plus its time_from_start), but never before the trajectory was sent; a newer
+  trajectory replaces the rest of an older one from its own start. A command streamed
+  as one point reached in one period (the chunk publisher, the sim's expert) is thus the
+  action of the tick it was sent at, as a gripper command on a Float64MultiArray is, and
+  as the direct path of ``qwen-vla collect`` stores it (action t: sent at t, reached at
+  t + dt). Placing such a point at its due time instead made each message remove the
+  previous one's point (due when the next message starts) from the samples.
 * ``std_msgs/Float64MultiArray``: ``data`` in group order, at the receive time.
 * ``sensor_msgs/JointState``: positions by joint name.
 * ``geometry_msgs/Twist``: linear.x and angular.z.
@@ -27,6 +33,7 @@ import numpy as np
 
 from ..embodiment import ActionGroup, CommandOutput, Embodiment
 from .errors import DatasetError
+from .gaps import latest_indices
 from .layout import ACTION_KEY
 from .mcap_io import Recording, TopicSeries, uses_header_stamps
 
@@ -105,7 +112,7 @@ def output_samples(
                 rows.pop()
             for point in message.points:
                 offset = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
-                times.append(start + offset)
+                times.append(start + max(0.0, offset - embodiment.dt))
                 rows.append(
                     _by_name(list(message.joint_names), list(point.positions), wanted, where)
                 )
@@ -150,6 +157,8 @@ def command_actions(
     action = np.array(next_state, dtype=np.float64)
     sources = {g.name: NEXT_STATE for g in embodiment.action_groups}
     for output in embodiment.outputs:
+        if all(embodiment.group(g).kind == "base_waypoints" for g in output.groups):
+            continue  # a tracker's Twist, not the waypoint action (the odometry motion: alignment)
         series = recording.topic(output.topic)
         if series is None or len(series) == 0:
             continue
@@ -162,7 +171,7 @@ def command_actions(
             ) from exc
         order = np.argsort(times, kind="stable")
         times, values = times[order], values[order]
-        indices = np.searchsorted(times, ticks, side="right") - 1
+        indices = latest_indices(times, ticks)
         covered = indices >= 0
         column = 0
         for name in output.groups:

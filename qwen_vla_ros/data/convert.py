@@ -11,9 +11,11 @@ stretches, each an episode of its own), frames with a non-finite state or action
 masked the same way, an episode that cannot be used at all is skipped with a line saying
 why, and every other episode is converted; :class:`ConversionReport` lists what was
 bridged, masked and skipped. A recording that was never closed (recorder killed) is
-salvaged first (:mod:`.salvage`). With ``strict`` the conversion is all or nothing: the
-first bad episode raises a :class:`DatasetError` naming the recording, episode and field,
-and no dataset folder is left behind.
+salvaged first (:mod:`.salvage`). Episodes the operator judged failed when recording (the
+recorder's ``~/finish_episode``) are left out, and said so, unless ``keep_failed``. With
+``strict`` the conversion is all or nothing: the first bad episode raises a
+:class:`DatasetError` naming the recording, episode and field, and no dataset folder is
+left behind.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def convert_recordings(
     strict: bool = False,
     gaps: GapPolicy | None = None,
     video_quality: str = "lerobot",
+    keep_failed: bool = False,
 ) -> ConversionReport:
     """Convert recordings to one LeRobot v3.0 dataset at ``out_root``.
 
@@ -138,6 +141,7 @@ def convert_recordings(
         gaps: how gaps are bridged or masked (default :class:`GapPolicy`, or strict).
         video_quality: a key of :data:`.video.VIDEO_QUALITY` (``lossless`` for small
             simulated cameras; it brings its own codec unless ``codec`` is given).
+        keep_failed: also convert episodes marked failed (``success: false``) when recorded.
     """
     if video_quality not in VIDEO_QUALITY:
         raise ValueError(f"video quality {video_quality!r} is not one of {sorted(VIDEO_QUALITY)}")
@@ -157,7 +161,7 @@ def convert_recordings(
             raise DatasetError("no recording holds every required camera", field="cameras")
         _convert_all(
             paths, out_root, embodiment, cameras, report, codec, overwrite,
-            default_task, use_stamps, progress, policy, video,
+            default_task, use_stamps, progress, policy, video, keep_failed,
         )  # fmt: skip
     return report
 
@@ -173,7 +177,7 @@ def _closed_copy(path: Path, scratch: Path, report: ConversionReport) -> Path:
 
 def _convert_all(
     paths, out_root, embodiment, cameras, report, codec, overwrite, default_task, use_stamps,
-    progress, policy, video,
+    progress, policy, video, keep_failed,
 ) -> None:  # fmt: skip
     codec = codec or choose_codec()
     report.codec, report.cameras = codec, [c.name for c in cameras]
@@ -194,7 +198,7 @@ def _convert_all(
         for path in tqdm(paths, desc="recordings", unit="file", disable=not progress):
             _convert_one(
                 path, embodiment, cameras, writer, report, default_task, use_stamps, progress,
-                policy,
+                policy, keep_failed,
             )  # fmt: skip
         if report.episodes == 0:
             raise DatasetError(
@@ -204,8 +208,9 @@ def _convert_all(
 
 
 def _convert_one(
-    path, embodiment, cameras, writer, report, default_task, use_stamps, progress, policy
-) -> None:
+    path, embodiment, cameras, writer, report, default_task, use_stamps, progress, policy,
+    keep_failed,
+) -> None:  # fmt: skip
     marks = read_episode_marks(path)
     if not marks:
         if not policy.strict:
@@ -215,6 +220,9 @@ def _convert_one(
     topics = _needed_topics(embodiment, cameras)
     for mark in tqdm(marks, desc=path.name, unit="episode", disable=not progress, leave=False):
         label = f"{path.name}#{mark.index}"
+        if mark.success is False and not keep_failed:
+            report.skipped.append(f"{label}: judged failed when recorded (--keep-failed converts it)")
+            continue
         try:
             aligned = _aligned(path, mark, label, topics, embodiment, cameras, default_task,
                                use_stamps, policy)  # fmt: skip
@@ -313,6 +321,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="all or nothing: the first stale source or bad episode fails the conversion",
     )  # fmt: skip
     parser.add_argument(
+        "--keep-failed", action="store_true",
+        help="also convert episodes judged failed when recorded (left out by default)",
+    )  # fmt: skip
+    parser.add_argument(
         "--bridge-s", type=float, default=BRIDGE_S,
         help=f"longest gap in a source bridged by interpolation/holding, s (default {BRIDGE_S})",
     )  # fmt: skip
@@ -335,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             gaps=GapPolicy(bridge_s=args.bridge_s, min_segment_s=args.min_segment_s),
             video_quality=args.video_quality,
+            keep_failed=args.keep_failed,
         )
     except (DatasetError, VideoError, FileExistsError) as exc:  # a bad codec or odd image size too
         print(f"conversion failed: {exc}", file=sys.stderr)

@@ -29,6 +29,17 @@ BRIDGE_S = 0.3
 MIN_SEGMENT_S = 1.0
 
 
+#: A message up to this much after a tick counts as at the tick, s. Stamps are whole ns and
+#: ticks are float sums (start + k * dt): a sample stamped exactly on a tick could otherwise
+#: compare as one ulp later and be taken one tick late.
+TICK_TOLERANCE_S = 1e-6
+
+
+def latest_indices(times: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """Index of the newest message at or before each tick (-1 where none); ``times`` sorted, s."""
+    return np.searchsorted(times, np.asarray(ticks) + TICK_TOLERANCE_S, side="right") - 1
+
+
 @dataclass(frozen=True)
 class GapPolicy:
     """How conversion treats gaps (see the module docstring); times in s."""
@@ -55,7 +66,7 @@ class SourceGaps:
 
 def source_gaps(times: np.ndarray, ticks: np.ndarray, max_age_s: float, bridge_s: float) -> SourceGaps:
     """Classify the ticks of one source (``times`` sorted, s) as fresh, bridged or masked."""
-    before = np.searchsorted(times, ticks, side="right") - 1
+    before = latest_indices(times, ticks)
     previous = np.where(before >= 0, times[np.maximum(before, 0)], -np.inf)
     stale = ticks - previous > max_age_s + 1e-9
     after = before + 1

@@ -25,7 +25,9 @@ carries rosbag2's ``offered_qos_profiles`` metadata, so ``ros2 bag play`` offers
 
 Episodes: a new non-empty instruction starts an episode (ending the open one); an empty
 instruction ends it; ``~/start_episode`` and ``~/end_episode`` (std_srvs/Trigger) do the same
-by hand. The file is closed cleanly on shutdown.
+by hand; ``~/finish_episode`` (std_srvs/SetBool) ends it with the operator's judgment (``data``:
+the task succeeded), which ``qwen-vla convert`` uses to leave failed episodes out. The file is
+closed cleanly on shutdown.
 
 Parameters: ``embodiment``, ``output_dir`` (default ``recordings``), ``instruction_topic``
 (default ``instruction``), ``record_chunks`` (also record the ``action_chunk`` topic).
@@ -46,7 +48,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..data.msg_definitions import message_definition
@@ -149,6 +151,7 @@ class RecorderNode(Node):
         self.instruction_topic = self._add_topic(instruction, self._instruction_callback)
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/end_episode", self._on_end)
+        self.create_service(SetBool, "~/finish_episode", self._on_finish)
         # wall-clock timer: under simulated time a sim-time timer would not run before /clock
         self.create_timer(DISCOVERY_PERIOD_S, self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._discover()
@@ -287,6 +290,15 @@ class RecorderNode(Node):
             return response
         self.writer.end_episode(self.now_ns())
         response.success, response.message = True, "episode ended"
+        return response
+
+    def _on_finish(self, request, response):
+        if not self.writer.episode_open:
+            response.success, response.message = False, "no episode is open"
+            return response
+        self.writer.end_episode(self.now_ns(), success=bool(request.data))
+        response.success = True
+        response.message = f"episode ended, judged {'a success' if request.data else 'failed'}"
         return response
 
     def on_shutdown(self) -> None:

@@ -65,6 +65,8 @@ class RecordingSpec:
     state_gap: tuple[float, float] | None = None  # the left arm's joint states silent here, s
     chunk_size: int = 1 << 20  # MCAP chunk size, bytes (small: many chunks)
     compression: str = "zstd"
+    failed: tuple[str, ...] = ()  # tasks whose episodes the operator judged failed
+    time_from_start: float = 0.0  # of each arm command's one trajectory point, s
 
 
 def _header(msg, t: float) -> None:
@@ -125,6 +127,7 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
                 if side == "left" and spec.nan_command_at is not None and t >= spec.nan_command_at:
                     positions[2] = np.nan
                 point.positions = positions.tolist()
+                point.time_from_start.nanosec = _ns(spec.time_from_start)
                 trajectory.points = [point]
                 messages.append(
                     (
@@ -151,7 +154,7 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
     with McapEpisodeWriter(path, chunk_size=spec.chunk_size, compression=spec.compression) as writer:
         marks = sorted(
             [(s, "start", task) for task, s, _ in spec.episodes]
-            + [(e, "end", None) for _, _, e in spec.episodes]
+            + [(e, "end", task) for task, _, e in spec.episodes]
         )
         for t, topic, type_name, msg in messages:
             while marks and marks[0][0] <= t:
@@ -159,7 +162,7 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
                 if kind == "start":
                     writer.start_episode(task, _ns(mark_t), embodiment=embodiment.name)
                 else:
-                    writer.end_episode(_ns(mark_t), success=True)
+                    writer.end_episode(_ns(mark_t), success=task not in spec.failed)
             writer.write(topic, type_name, serialize_message(msg), _ns(t), _ns(t))
     return path
 
