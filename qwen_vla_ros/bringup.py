@@ -47,9 +47,12 @@ class GraphConfig:
     sim: bool = False
     strategy: str | None = None
     extra: dict[str, dict[str, object]] = field(default_factory=dict)  # node -> {param: value}
+    #: start the policy (inference process and chunk publisher); False: the sim alone, driven
+    #: by another command source (the sim bridge's expert teleoperator, `collect --via-graph`)
+    policy: bool = True
 
     def nodes(self) -> list[str]:
-        return (["sim_bridge"] if self.sim else []) + ["inference_node", "chunk_publisher"]
+        return (["sim_bridge"] if self.sim else []) + (["inference_node", "chunk_publisher"] if self.policy else [])
 
     def parameters(self, node: str) -> dict[str, object]:
         """The parameters one node gets (the launch files use this too)."""

@@ -19,9 +19,17 @@ Topics and services:
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
                                  seed: the previous episode's + 1; the first is `seed`)
     ~/restart                    std_srvs/Trigger: the same episode (seed) again, from its start
-    instruction (subscribed)     std_msgs/String: colour tasks score the object it names
+    ~/expert_done                std_msgs/Bool, with `expert: true`: an expert run finished;
+                                 true if it solved the task
+    instruction (subscribed)     std_msgs/String: colour tasks score the object it names; with
+                                 `expert: true` it starts an expert run (empty: stops it)
     /diagnostics                 commands applied/refused, dropped messages per topic
 Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/reset.
+
+With the read-only parameter `expert: true` the bridge is also its own teleoperator
+(:mod:`~qwen_vla_ros.sim.expert_teleop`): it streams the task's scripted expert's commands on
+the command topics, as a leader arm would, for `qwen-vla collect --via-graph`. Run no other
+command source (chunk publisher) alongside it.
 """
 
 from __future__ import annotations
@@ -39,9 +47,16 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from ..data.images import rgb_to_image_fields
-from ..ros.commands import COMMAND_READERS
+from ..ros.commands import COMMAND_READERS, CommandPublishers
 from ..ros.messages import state_message_class
-from ..ros.qos import ANY_DURABILITY, COMMAND, LATCHED, LATCHED_READER, SENSOR_PUBLISHER
+from ..ros.qos import (
+    ANY_DURABILITY,
+    COMMAND,
+    LATCHED,
+    LATCHED_READER,
+    RECORD_RELIABLE,
+    SENSOR_PUBLISHER,
+)
 from ..sim.rig import SimRig
 from .common import (
     InputGuard,
@@ -68,6 +83,7 @@ class SimBridgeNode(Node):
                 # it to the model's image size exactly as it does a real camera's 640x480
                 "render_height": 240,
                 "render_width": 320,
+                "expert": False,  # stream the task's scripted expert on the command topics (collect)
             },
             runtime={
                 "task": "",  # used by the next ~/reset; '' = the robot's default (transfer_cube, drive_to_color)
@@ -81,6 +97,11 @@ class SimBridgeNode(Node):
         self._lock = threading.Lock()
         self.guard = InputGuard(self)
         self._log = RateLimitedLog(self.get_logger())
+        self.teleop = None
+        if self.p["expert"]:
+            from ..sim.expert_teleop import ExpertTeleop
+
+            self.teleop = ExpertTeleop(self.sim)
         self._make_interfaces()
         self.commands_applied = 0
         self.commands_rejected = 0
@@ -129,6 +150,10 @@ class SimBridgeNode(Node):
                 )
             msg_type, read = COMMAND_READERS[output.type]
             self.guard.subscribe(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
+        if self.teleop is not None:
+            self.expert_commands = CommandPublishers(self, self.embodiment, stamp_trajectories=True)
+            # every outcome matters to the collector: reliable, and deep enough never to drop one
+            self.expert_done_pub = self.create_publisher(Bool, "~/expert_done", RECORD_RELIABLE)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/restart", self._on_restart)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -168,12 +193,17 @@ class SimBridgeNode(Node):
     def _on_instruction(self, msg: String) -> None:
         with self._lock:
             goal = self.sim.set_instruction(msg.data)
+            if self.teleop is not None and msg.data.strip():
+                self.teleop.request(msg.data, self.sim.sim_time_ns * 1e-9)
+            elif self.teleop is not None:
+                self.teleop.stop()
         if goal is not None:
             self.get_logger().info(f"scoring the episode against the {goal} object named in '{msg.data}'")
 
     def _on_restart(self, request, response):
         with self._lock:
             self.sim.reset(seed=self.sim.episode_seed)
+            self._teleop_reset()
             seed = self.sim.episode_seed
         response.success, response.message = True, f"{self.sim.task} episode {seed} from its start"
         return response
@@ -183,6 +213,7 @@ class SimBridgeNode(Node):
         try:
             with self._lock:
                 self.sim.reset(task=task)
+                self._teleop_reset()
                 seed, goal = self.sim.episode_seed, self.sim.goal
         except Exception as exc:  # noqa: BLE001 - a bad task name is the caller's answer, not a crash
             response.success, response.message = False, f"reset to task {task!r} failed: {exc}"
@@ -190,6 +221,10 @@ class SimBridgeNode(Node):
         response.success = True
         response.message = f"new {self.sim.task} episode, seed {seed}" + (f", goal {goal}" if goal else "")
         return response
+
+    def _teleop_reset(self) -> None:
+        if self.teleop is not None:
+            self.teleop.reset()
 
     # -- simulation loop --------------------------------------------------------------------
     def _run(self) -> None:
@@ -216,6 +251,8 @@ class SimBridgeNode(Node):
             if render:
                 self._publish_cameras(stamp)
                 self._publish_task_state()
+            if self.teleop is not None:
+                self._teleoperate(stamp, frame=render)
             warning = self.sim.take_warning()
             if warning:
                 self._log("sim", warning, "error")
@@ -234,6 +271,15 @@ class SimBridgeNode(Node):
             msg.header.stamp = clock.clock
             self.state_pubs[source.name].publish(msg)
         return clock.clock
+
+    def _teleoperate(self, stamp, frame: bool) -> None:
+        """The expert's commands for the next control period, sent like any controller command."""
+        self.expert_commands.publish(self.teleop.tick(self.sim.sim_time_ns * 1e-9, frame), stamp)
+        outcome = self.teleop.take_finished()
+        if outcome is not None:
+            self.expert_done_pub.publish(Bool(data=outcome))
+            self.get_logger().info(f"expert run of seed {self.sim.episode_seed} finished: "
+                                   f"{'solved' if outcome else 'NOT solved'}")
 
     def _odometry(self) -> Odometry:
         odom = self.sim.odometry()

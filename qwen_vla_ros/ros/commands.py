@@ -55,9 +55,16 @@ COMMAND_READERS = {
 
 
 class CommandPublishers:
-    """One publisher per embodiment output; message classes resolved once, at start-up."""
+    """One publisher per embodiment output; message classes resolved once, at start-up.
 
-    def __init__(self, node, embodiment: Embodiment):
+    ``stamp_trajectories``: JointTrajectory headers carry the send time instead of zero. Both
+    mean "start now" to a joint_trajectory_controller; only a sender on the robot's own clock
+    should stamp (the sim's expert teleoperator), and then a recording knows when each
+    command was sent exactly, not only when the recorder got it.
+    """
+
+    def __init__(self, node, embodiment: Embodiment, stamp_trajectories: bool = False):
+        self.stamp_trajectories = stamp_trajectories
         self.publishers = {
             out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND_PUBLISHER)
             for out in embodiment.outputs
@@ -65,4 +72,7 @@ class CommandPublishers:
 
     def publish(self, commands: list, stamp: Any) -> None:
         for command in commands:
-            self.publishers[command.topic].publish(command_to_msg(command, stamp))
+            msg = command_to_msg(command, stamp)
+            if self.stamp_trajectories and isinstance(msg, JointTrajectory):
+                msg.header.stamp = stamp
+            self.publishers[command.topic].publish(msg)
