@@ -12,6 +12,10 @@ of each episode:
   as for recordings, the action stored per frame is the odometry motion to the next frame
   (see :mod:`.data.chunks`).
 
+``--via-graph`` records the same demonstrations through the ROS graph instead
+(:mod:`.nodes.graph_collect`: the sim bridge teleoperated by the expert, the recorder,
+``convert``); the datasets are the same in schema and frames (``test_e2e_collect_paths``).
+
 Frame t holds the cameras and state observed at t and the action sent at t. Cameras are
 rendered at ``camera_rate_hz`` (default 10 Hz, the sim bridge's rate) and repeat on the
 control grid in between, as a recording of the graph would hold them. Episodes whose
@@ -246,11 +250,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--embodiment", help="default: the task's (aloha_sim or mobile_base)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+N-1")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--via-graph", action="store_true",
+                        help="record through the ROS graph (sim bridge with its expert teleoperator, "
+                             "recorder, convert) instead of running the sim in-process")
+    parser.add_argument("--recordings", help="--via-graph: folder for the MCAP file and node logs "
+                                             "(default <out>-recordings)")
 
 
 def run(args) -> int:
-    report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
-                     first_seed=args.first_seed, overwrite=args.overwrite, progress=print)
+    if args.via_graph:
+        # the graph path is a ROS program: rclpy is imported only when it is chosen
+        from .bringup import StopRequest
+        from .nodes.graph_collect import collect_via_graph
+
+        stop = StopRequest()
+        report = collect_via_graph(args.task, args.out, args.episodes, embodiment=args.embodiment,
+                                   first_seed=args.first_seed, overwrite=args.overwrite,
+                                   recordings=args.recordings, progress=print, stop=lambda: stop.signal is not None)
+    else:
+        report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
+                         first_seed=args.first_seed, overwrite=args.overwrite, progress=print)
     print(f"[collect] {report.task}: expert success {report.written}/{report.attempted} "
           f"({100 * report.success_rate:.1f}%), {report.frames} frames written to {args.out} "
           f"in {report.seconds:.0f} s; failed seeds: {report.failed_seeds or 'none'}")
