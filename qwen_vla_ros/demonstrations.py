@@ -264,9 +264,13 @@ def run(args) -> int:
         from .nodes.graph_collect import collect_via_graph
 
         stop = StopRequest()
-        report = collect_via_graph(args.task, args.out, args.episodes, embodiment=args.embodiment,
-                                   first_seed=args.first_seed, overwrite=args.overwrite,
-                                   recordings=args.recordings, progress=print, stop=lambda: stop.signal is not None)
+        try:
+            report = collect_via_graph(args.task, args.out, args.episodes, embodiment=args.embodiment,
+                                       first_seed=args.first_seed, overwrite=args.overwrite, recordings=args.recordings,
+                                       progress=print, stop=lambda: stop.signal is not None)
+        except (RuntimeError, TimeoutError, FileExistsError) as exc:
+            print(f"[collect] FAILED: {exc}")
+            return 1
     else:
         report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
                          first_seed=args.first_seed, overwrite=args.overwrite, progress=print)

@@ -81,25 +81,34 @@ class _GraphSession:
     def __enter__(self) -> _GraphSession:
         self.graph.start()
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.recorder = RecorderNode(context=self.context, parameter_overrides=[
-            Parameter("embodiment", value=self.embodiment), Parameter("output_dir", value=str(self.folder)),
-            Parameter("use_sim_time", value=True), Parameter("record_chunks", value=False)])
-        self.operator = ExpertEpisodeOperator(context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        for node in (self.recorder, self.operator):
-            self.executor.add_node(node)
+        self.recorder = self.operator = self.executor = None
+        try:
+            rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+            self.recorder = RecorderNode(context=self.context, parameter_overrides=[
+                Parameter("embodiment", value=self.embodiment), Parameter("output_dir", value=str(self.folder)),
+                Parameter("use_sim_time", value=True), Parameter("record_chunks", value=False)])
+            self.operator = ExpertEpisodeOperator(context=self.context)
+            self.executor = SingleThreadedExecutor(context=self.context)
+            for node in (self.recorder, self.operator):
+                self.executor.add_node(node)
+        except BaseException:
+            self.__exit__()  # __exit__ does not run when __enter__ fails: stop the sim here
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            self.recorder.on_shutdown()  # closes the file (idempotent)
+            if self.recorder is not None:
+                self.recorder.on_shutdown()  # closes the file (idempotent)
         finally:
             self.graph.stop()
-            self.executor.shutdown()
+            if self.executor is not None:
+                self.executor.shutdown()
             for node in (self.recorder, self.operator):
-                node.destroy_node()
-            rclpy.shutdown(context=self.context)
+                if node is not None:
+                    node.destroy_node()
+            if self.context.ok():
+                rclpy.shutdown(context=self.context)
 
     def spin_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

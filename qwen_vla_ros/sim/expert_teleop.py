@@ -34,6 +34,7 @@ import numpy as np
 from ..control.command_mapping import CommandMapper, OutputCommand
 from ..control.safety import SafetyLimiter
 from ..observation import ObservationAssembler
+from .errors import SimConfigError
 from .rig import SimRig
 
 #: Simulated time from the instruction to the expert's first command, at least, s.
@@ -44,6 +45,11 @@ class ExpertTeleop:
     """Runs the rig's task expert on request and says what to send each control step."""
 
     def __init__(self, rig: SimRig, lead_in_s: float = LEAD_IN_S):
+        from .experts import ACTION_NAMES
+
+        if rig.arms is not None and list(rig.embodiment.action_names) != list(ACTION_NAMES):
+            raise SimConfigError(f"the scripted experts command the 14 ALOHA joints {list(ACTION_NAMES)}; "
+                                 f"{rig.embodiment.name} acts on {rig.embodiment.action_names}")
         self.rig = rig
         self.embodiment = rig.embodiment
         self.lead_in_s = float(lead_in_s)

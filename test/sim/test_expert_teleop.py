@@ -37,11 +37,12 @@ class _Loop:
         self.rig, self.frames_every, self.step = rig, frames_every, 0
         self.teleop = ExpertTeleop(rig)
 
-    def tick(self):
+    def tick(self, deliver: bool = True):
+        """One control step; ``deliver=False``: the commands never reach the controllers."""
         self.rig.step(self.rig.embodiment.dt)
         self.step += 1
         commands = self.teleop.tick(self.rig.sim_time_ns * 1e-9, frame=self.step % self.frames_every == 0)
-        for command in commands:
+        for command in commands if deliver else ():
             self.rig.apply(command.topic, list(command.values))
         return commands, self.teleop.take_finished()
 
@@ -80,7 +81,7 @@ def test_an_instruction_runs_the_expert_from_the_episode_start_on_a_frame_and_re
         rig.close()
 
 
-def test_the_base_drives_to_the_named_box_and_stops_between_runs():
+def test_the_base_drives_to_the_named_box_and_stops_between_runs_and_a_run_that_does_not_fails():
     embodiment = load_embodiment("mobile_base")
     rig = SimRig(embodiment, task="drive_to_color", seed=20, render_size=SMALL_FRAME)
     try:
@@ -95,5 +96,10 @@ def test_the_base_drives_to_the_named_box_and_stops_between_runs():
             outcomes += [] if outcome is None else [outcome]
         assert outcomes == [True] and moving > 10 and rig.success()
         assert list(loop.tick()[0][0].values) == [0.0, 0.0]
+        rig.reset()  # the next seed; this time the commands are lost on the way
+        loop.teleop.reset()
+        loop.teleop.request(f"drive to the {rig.goal} box", rig.sim_time_ns * 1e-9)
+        outcomes = [o for _ in range(DriveToColorExpert.episode_steps + 5) if (o := loop.tick(deliver=False)[1]) is not None]
+        assert outcomes == [False]
     finally:
         rig.close()
