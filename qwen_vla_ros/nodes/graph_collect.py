@@ -181,7 +181,7 @@ def collect_via_graph(
                          f"collect uses {first_seed} .. {first_seed + episodes - 1}")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (overwrite replaces it)")
+        raise FileExistsError(f"{out} exists (--overwrite replaces it)")
     embodiment = embodiment or TASK_EMBODIMENTS[task]
     folder = Path(recordings) if recordings else out.with_name(out.name + "-recordings")
     folder.mkdir(parents=True, exist_ok=True)
