@@ -151,8 +151,10 @@ class SimBridgeNode(Node):
             msg_type, read = COMMAND_READERS[output.type]
             self.guard.subscribe(msg_type, output.topic, self._command_callback(output.topic, read), COMMAND)
         if self.teleop is not None:
-            self.expert_commands = CommandPublishers(self, self.embodiment, stamp_trajectories=True)
-            # every outcome matters to the collector: reliable, and deep enough never to drop one
+            # demonstrations are recorded: a history of 10 s of commands, so a recorder that falls
+            # behind on a loaded machine still gets every one (a reliable writer only resends
+            # what it still holds); every outcome matters to the collector too
+            self.expert_commands = CommandPublishers(self, self.embodiment, stamp_trajectories=True, qos=RECORD_RELIABLE)
             self.expert_done_pub = self.create_publisher(Bool, "~/expert_done", RECORD_RELIABLE)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/restart", self._on_restart)

@@ -60,13 +60,14 @@ class CommandPublishers:
     ``stamp_trajectories``: JointTrajectory headers carry the send time instead of zero. Both
     mean "start now" to a joint_trajectory_controller; only a sender on the robot's own clock
     should stamp (the sim's expert teleoperator), and then a recording knows when each
-    command was sent exactly, not only when the recorder got it.
+    command was sent exactly, not only when the recorder got it. ``qos``: the publishers'
+    profile (default :data:`COMMAND_PUBLISHER`).
     """
 
-    def __init__(self, node, embodiment: Embodiment, stamp_trajectories: bool = False):
+    def __init__(self, node, embodiment: Embodiment, stamp_trajectories: bool = False, qos=COMMAND_PUBLISHER):
         self.stamp_trajectories = stamp_trajectories
         self.publishers = {
-            out.topic: node.create_publisher(message_class(out.type), out.topic, COMMAND_PUBLISHER)
+            out.topic: node.create_publisher(message_class(out.type), out.topic, qos)
             for out in embodiment.outputs
         }
 

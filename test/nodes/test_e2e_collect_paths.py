@@ -10,7 +10,9 @@ Tolerances (dt: the control period):
   (STALL_S); it ends when the operator's judgment reaches the recorder, some control
   periods after the expert's last command (TAIL_S allows 0.5 s on a loaded machine).
 * arm actions: JointTrajectory commands carry their send time, so the arms' actions are the
-  direct path's exactly. Gripper commands (Float64MultiArray, no header) are stamped when the
+  direct path's exactly, but for a command lost in transport (possible only when the
+  recorder falls more than the publisher's 10 s history behind; counted in the file), which
+  leaves the one before it held for a tick. Gripper commands (Float64MultiArray, no header) are stamped when the
   recorder gets them: nearly all land within two ticks, and none later than a busy recorder
   can fall behind (STALL_S).
 * states: the sim applies commands as they arrive. On a busy machine its command callbacks
@@ -118,7 +120,11 @@ def test_pick_color_through_the_graph_equals_the_direct_path(tmp_path, gl_availa
     arms = [i for i in range(embodiment.action_dim) if i not in grippers]
     for episode, direct, graph, d, g, offset in _aligned_episodes(direct_root, graph_root, embodiment):
         d_action, g_action = direct._action[d], graph._action[g]
-        assert np.abs(g_action[:, arms] - d_action[:, arms]).max() < 1e-5, f"episode {episode}: arm commands differ"
+        exact = np.abs(g_action[:, arms] - d_action[:, arms]).max(1) < 1e-5
+        held = _within_shift(g_action[:, arms], d_action[:, arms], 1) < 1e-5
+        assert exact.mean() >= 0.99 and held.all(), (
+            f"episode {episode}: arm commands differ ({int((~exact).sum())} frames, "
+            f"{int((~held).sum())} not a neighbouring command)")
         near = _within_shift(g_action[:, grippers], d_action[:, grippers], SHIFT_TICKS) < 1e-5
         late = _within_shift(g_action[:, grippers], d_action[:, grippers], round(STALL_S / embodiment.dt)) < 1e-5
         assert near.mean() >= 0.95 and late.all(), (
