@@ -125,7 +125,8 @@ CAMERA_RATE_HZ = 10.0
 #: p99.9 60, peak saturation 183 -> 121), so the model trained on colours the simulator never
 #: shows. Lossless: error 0.05 levels, 724 bytes per 96x96 frame (crf 30 4:2:0: 227). H.264, not
 #: SVT-AV1: three SVT-AV1 encoders in one long run hung here twice (futex waits after ~35 episodes).
-COLLECT_VIDEO = VIDEO_QUALITY["lossless"]
+COLLECT_VIDEO_QUALITY = "lossless"  # also what `collect --via-graph` converts with
+COLLECT_VIDEO = VIDEO_QUALITY[COLLECT_VIDEO_QUALITY]
 
 
 def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:

@@ -44,6 +44,11 @@ from .video import VIDEO_QUALITY, VideoError, choose_codec
 #: How far before an episode's start messages are read, ns: the commands and states held
 #: at its first tick may have been sent earlier.
 LOOKBACK_NS = 2_000_000_000
+#: How far after an episode's end messages are read, ns: a recorder that ran behind on a
+#: loaded machine receives the episode's last messages after its end mark (its clock runs
+#: ahead of a backlog); stamped inside the episode, they belong to it. The grid still ends
+#: at the end mark.
+LOOKAHEAD_NS = 2_000_000_000
 
 
 @dataclass
@@ -246,7 +251,7 @@ def _aligned(path, mark, label, topics, embodiment, cameras, default_task, use_s
         path,
         topics,
         start_ns=max(0, mark.start_ns - LOOKBACK_NS),
-        end_ns=mark.end_ns + 1,
+        end_ns=mark.end_ns + LOOKAHEAD_NS,
         transforms={c.topic: frame_decoder(c, label) for c in cameras},
     )
     return align_episode(

@@ -30,7 +30,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..bringup import Graph, GraphConfig
 from ..data.convert import convert_recordings
 from ..demonstrations import (
-    COLLECT_CODEC,
+    COLLECT_VIDEO_QUALITY,
     EVAL_SEED_START,
     TASK_EMBODIMENTS,
     CollectReport,
@@ -45,6 +45,9 @@ from .recorder_node import RecorderNode
 #: run (at most 12 simulated s, which a loaded 2-core machine renders slower than real time).
 START_TIMEOUT_S = 120.0
 EPISODE_TIMEOUT_S = 300.0
+#: Wall seconds a recorder behind on a loaded machine may take to receive an episode's last
+#: messages (a lost sample of a reliable topic waits for the writer's next heartbeat).
+CATCH_UP_TIMEOUT_S = 60.0
 #: Simulated time the operator leaves a new scene alone before giving the instruction, s: a
 #: reset lands between two control steps, and the state published at the step it shares a
 #: stamp with still shows the old scene; an episode starting at that stamp would open with it.
@@ -154,6 +157,9 @@ class _GraphSession:
         self.spin_until(lambda: len(operator.outcomes) > heard, f"the expert ran '{instruction}'",
                         EPISODE_TIMEOUT_S)
         solved = operator.outcomes[heard]
+        finished = self.recorder.now_ns()
+        self.spin_until(lambda: self.recorder.caught_up_to(finished),
+                        "waiting for the recorder to receive the run's last messages", CATCH_UP_TIMEOUT_S)
         self.call(operator.finish_client, SetBool.Request(data=solved), "ending the recorded episode")
         operator.instruct("")  # the sim stops scoring the old instruction before the world jumps
         return solved
@@ -203,8 +209,8 @@ def collect_via_graph(
     if lost:
         say(f"[collect] WARNING: messages lost in the recording (conversion bridges short gaps): {lost}")
     if any(outcomes.values()):
-        converted = convert_recordings([recording], out, load_embodiment(embodiment), codec=COLLECT_CODEC,
-                                       overwrite=overwrite, progress=False)
+        converted = convert_recordings([recording], out, load_embodiment(embodiment), overwrite=overwrite,
+                                       video_quality=COLLECT_VIDEO_QUALITY, progress=False)
         report.written, report.frames = converted.episodes, converted.frames
         say(f"[collect] converted {recording.name}: {converted}")
         if converted.episodes != sum(outcomes.values()):

@@ -141,6 +141,7 @@ class RecorderNode(Node):
         self.messages = 0
         self.closed = False
         self.stats: dict[str, dict[str, Any]] = {}
+        self.newest_stamp_ns: dict[str, int] = {}  # per topic with header stamps, ns
         self._before_clock: list[Callable[[int], None]] = []
         self._dropped_before_clock = 0
         self._discovery_ticks = 0
@@ -252,8 +253,20 @@ class RecorderNode(Node):
 
     def _write(self, entry: RecordedTopic, data: bytes, now: int) -> None:
         stamp = header_stamp_ns(data) if entry.has_header else None
+        if stamp is not None:
+            self.newest_stamp_ns[entry.topic] = max(stamp, self.newest_stamp_ns.get(entry.topic, 0))
         if self.writer.write(entry.topic, entry.type_name, data, now, stamp):
             self.messages += 1
+
+    def caught_up_to(self, time_ns: int) -> bool:
+        """Whether every topic that carries header stamps has one at or after ``time_ns``.
+
+        A reliable topic arrives in order, so then nothing older is still on its way. Under
+        load a lost sample is resent only after the writer's next heartbeat, and everything
+        after it waits (seen: 2.3 s); a driver that ends an episode or the recording waits
+        for this first.
+        """
+        return all(stamp >= time_ns for stamp in self.newest_stamp_ns.values())
 
     def _instruction_callback(self, entry: RecordedTopic) -> Callable[[bytes], None]:
         def record(data: bytes) -> None:

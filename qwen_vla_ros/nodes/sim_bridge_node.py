@@ -249,12 +249,15 @@ class SimBridgeNode(Node):
     def _step(self, dt: float, render: bool) -> None:
         with self._lock:
             self.sim.step(dt)
+            # before publishing: an expert run starts from the episode's start state, which the
+            # state and frame of its first step then show (as step 0 of a direct episode does)
+            expert = self.teleop.tick(self.sim.sim_time_ns * 1e-9, render) if self.teleop is not None else None
             stamp = self._publish_clock_and_state()
             if render:
                 self._publish_cameras(stamp)
                 self._publish_task_state()
-            if self.teleop is not None:
-                self._teleoperate(stamp, frame=render)
+            if expert is not None:
+                self._send_expert(expert, stamp)
             warning = self.sim.take_warning()
             if warning:
                 self._log("sim", warning, "error")
@@ -274,9 +277,9 @@ class SimBridgeNode(Node):
             self.state_pubs[source.name].publish(msg)
         return clock.clock
 
-    def _teleoperate(self, stamp, frame: bool) -> None:
+    def _send_expert(self, commands: list, stamp) -> None:
         """The expert's commands for the next control period, sent like any controller command."""
-        self.expert_commands.publish(self.teleop.tick(self.sim.sim_time_ns * 1e-9, frame), stamp)
+        self.expert_commands.publish(commands, stamp)
         outcome = self.teleop.take_finished()
         if outcome is not None:
             self.expert_done_pub.publish(Bool(data=outcome))

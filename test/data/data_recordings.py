@@ -67,6 +67,7 @@ class RecordingSpec:
     compression: str = "zstd"
     failed: tuple[str, ...] = ()  # tasks whose episodes the operator judged failed
     time_from_start: float = 0.0  # of each arm command's one trajectory point, s
+    receive_lag: float = 0.0  # the recorder got every message this late (stamps unchanged), s
 
 
 def _header(msg, t: float) -> None:
@@ -163,7 +164,7 @@ def write_recording(path: Path, embodiment, spec: RecordingSpec | None = None) -
                     writer.start_episode(task, _ns(mark_t), embodiment=embodiment.name)
                 else:
                     writer.end_episode(_ns(mark_t), success=task not in spec.failed)
-            writer.write(topic, type_name, serialize_message(msg), _ns(t), _ns(t))
+            writer.write(topic, type_name, serialize_message(msg), _ns(t + spec.receive_lag), _ns(t))
     return path
 
 

@@ -55,3 +55,19 @@ def test_a_sample_stamped_on_a_tick_is_at_the_tick_despite_float_rounding():
     ticks = 3.32 + 0.02 * np.arange(2)  # a float sum: 3.34 is one ulp below the second stamp
     assert ticks[1] < stamps[1]
     assert latest_indices(stamps, ticks).tolist() == [0, 1]
+
+
+def test_messages_a_lagging_recorder_got_after_the_end_mark_still_belong_to_the_episode(
+    recording_factory, small_aloha, tmp_path
+):
+    """Under load the recorder's clock runs ahead of its backlog: the last 0.5 s of an episode
+    arrive after its end mark. Stamped inside the episode, they are part of it."""
+    frames = {}
+    for lag in (0.0, 0.5):
+        # late enough that no message stamped 0 (read as "no stamp") is read with it
+        spec = RecordingSpec(episodes=[("reach", 2.6, 3.4)], duration=4.0, receive_lag=lag)
+        report = convert_recordings([recording_factory(spec)], tmp_path / f"lag{lag}", small_aloha,
+                                    progress=False, use_stamps="auto")
+        assert report.episodes == 1 and not report.skipped, report
+        frames[lag] = read_frames(tmp_path / f"lag{lag}", ["observation.state"])["observation.state"]
+    assert len(frames[0.5]) == len(frames[0.0]) and np.allclose(frames[0.5], frames[0.0])

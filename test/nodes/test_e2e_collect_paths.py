@@ -13,13 +13,17 @@ Tolerances (dt: the control period):
   direct path's exactly, but for a command lost in transport (possible only when the
   recorder falls more than the publisher's 10 s history behind; counted in the file), which
   leaves the one before it held for a tick. Gripper commands (Float64MultiArray, no header) are stamped when the
-  recorder gets them: nearly all land within two ticks, and none later than a busy recorder
-  can fall behind (STALL_S).
+  recorder gets them, and a recorder starved of CPU gets them late (its clock jumps ahead
+  while their backlog drains; seen: 1.8 s at a load of 4 on 2 cores): each is one of the
+  direct path's, at most RECEIVE_LAG_S late. (A recording's limit, not the expert's: the
+  direct path and the recorded arm trajectories are on time.)
 * states: the sim applies commands as they arrive. On a busy machine its command callbacks
-  run a period or two late, and when a slow step makes it catch up with wall time it may run
-  several steps before they get in (seen: 5 steps); the arm then lags by that many periods
-  of its motion, and the position controller catches up. So: the mean stays small, nearly
-  every frame is within a few periods' motion, and every frame within STALL_S of motion.
+  run late, and when a slow step makes it catch up with wall time it may run several steps
+  before they get in (seen: 5 steps at a load of 4 on 2 cores, longer stretches at 7); the
+  arm then lags behind the direct run and catches up. Late commands delay the motion, they
+  do not change its path: every state is near one the direct run passed within the last
+  STALL_S (seen: at most 0.04 rad), and the mean difference stays small (seen: 0.0002 rad
+  idle, 0.003 rad at a load of 7; a run that is not the direct one differs by tenths).
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from qwen_vla_ros.sim.expert_teleop import LEAD_IN_S
 
 pytestmark = [pytest.mark.ros, pytest.mark.e2e]
 TAIL_S = 0.5
-SHIFT_TICKS = 2
 STALL_S = 0.3
+RECEIVE_LAG_S = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +97,23 @@ def _within_shift(values: np.ndarray, reference: np.ndarray, shift: int) -> np.n
     return np.min([np.abs(values - padded[s : s + len(values)]).max(1) for s in range(2 * shift + 1)], axis=0)
 
 
+def _lagging_match(values: np.ndarray, reference: np.ndarray, lag: int) -> np.ndarray:
+    """Per frame: whether it equals a reference frame at most ``lag`` frames earlier (or one
+    later: a clock that had not yet seen the step's /clock)."""
+    padded = np.concatenate([np.repeat(reference[:1], lag, 0), reference, reference[-1:]])
+    return np.any([np.abs(values - padded[s : s + len(values)]).max(1) < 1e-5 for s in range(lag + 2)], axis=0)
+
+
 def _close_up_to_lag(direct: np.ndarray, graph: np.ndarray, embodiment, what: str) -> None:
-    """Physical quantities of the same run, the graph's with commands applied a little late."""
+    """Physical quantities of the same run, the graph's with commands applied late at times:
+    each graph frame is near a direct frame of the last STALL_S (or the next one)."""
     error = np.abs(graph - direct)
-    per_tick = np.abs(np.diff(direct, axis=0)).max(0)  # the fastest motion per period
-    few_periods = (error <= 3 * per_tick + 0.01).all(1).mean()
-    stall = error <= round(STALL_S / embodiment.dt) * per_tick + 0.01
-    assert error.mean() < 0.005 and few_periods >= 0.95 and stall.all(), (
-        f"{what} differ: mean {error.mean():.4f}, {100 * few_periods:.0f}% of frames within 3 periods' "
-        f"motion, largest {error.max(0)}")
+    lag = round(STALL_S / embodiment.dt)
+    padded = np.concatenate([np.repeat(direct[:1], lag, 0), direct, direct[-1:]])
+    nearest = np.min([np.abs(graph - padded[s : s + len(graph)]).max(1) for s in range(lag + 2)], axis=0)
+    assert error.mean() < 0.01 and nearest.max() < 0.1, (
+        f"{what} differ: mean {error.mean():.4f}; the farthest frame is {nearest.max():.3f} from every "
+        f"direct frame of the {STALL_S} s before it (largest plain differences {error.max(0)})")
 
 
 def _frame_difference(direct, graph, episode: int, offset: int, camera: str) -> float:
@@ -125,11 +137,8 @@ def test_pick_color_through_the_graph_equals_the_direct_path(tmp_path, gl_availa
         assert exact.mean() >= 0.99 and held.all(), (
             f"episode {episode}: arm commands differ ({int((~exact).sum())} frames, "
             f"{int((~held).sum())} not a neighbouring command)")
-        near = _within_shift(g_action[:, grippers], d_action[:, grippers], SHIFT_TICKS) < 1e-5
-        late = _within_shift(g_action[:, grippers], d_action[:, grippers], round(STALL_S / embodiment.dt)) < 1e-5
-        assert near.mean() >= 0.95 and late.all(), (
-            f"episode {episode}: gripper commands: {100 * near.mean():.0f}% within {SHIFT_TICKS} ticks, "
-            f"{int((~late).sum())} frames further off than {STALL_S} s")
+        late = _lagging_match(g_action[:, grippers], d_action[:, grippers], round(RECEIVE_LAG_S / embodiment.dt))
+        assert late.all(), f"episode {episode}: {int((~late).sum())} gripper commands are not the direct path's"
         _close_up_to_lag(direct._state[d], graph._state[g], embodiment, f"episode {episode}: states (rad)")
         assert _frame_difference(direct, graph, episode, offset, "cam_high") < 6.0
 
