@@ -55,6 +55,7 @@ from ..ros.qos import (
     LATCHED,
     LATCHED_READER,
     RECORD_RELIABLE,
+    SENSOR,
     SENSOR_PUBLISHER,
 )
 from ..sim.rig import SimRig
@@ -135,7 +136,7 @@ class SimBridgeNode(Node):
             s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR_PUBLISHER)
             for s in self.embodiment.state_sources
         }
-        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_PUBLISHER) for c in self.embodiment.cameras}
+        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)

@@ -14,12 +14,15 @@ from rclpy.qos import (
 #: frame is worthless). Matches best-effort and reliable publishers alike.
 SENSOR = qos_profile_sensor_data
 
-#: What the simulated robot publishes its sensors with: reliable, as ros2_control's
-#: joint_state_broadcaster and most camera drivers do by default. Best-effort readers (SENSOR)
-#: still match; a recorder that matches the publisher (rosbag2 style) gets retransmissions
-#: instead of losses on a busy machine. The depth is 4 s of joint states at 50 Hz, 20 s of
-#: camera frames at 10 Hz (5 s at 30 Hz): a loaded reader that far behind still gets every
-#: sample (a writer resends only what its history still holds).
+#: What the simulated robot publishes its joint states with: reliable, as ros2_control's
+#: joint_state_broadcaster does. Best-effort readers (SENSOR) still match; a recorder that
+#: matches the publisher (rosbag2 style) gets retransmissions instead of losses on a busy
+#: machine. The depth is 4 s at 50 Hz: a loaded reader that far behind still gets every
+#: sample (a writer resends only what its history still holds). Camera frames stay best
+#: effort (SENSOR): with a reliable 200-frame history of 230 kB frames, a test process's
+#: recorder once received no joint states at all and a later test's cameras stopped
+#: arriving in the same process (suspected: Fast DDS shared-memory buffers held by the
+#: reliable history; not proven).
 SENSOR_PUBLISHER = QoSProfile(
     depth=200,
     history=HistoryPolicy.KEEP_LAST,

@@ -65,15 +65,15 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
 
 
 def _missing_samples(recording: str) -> dict[str, int]:
-    """Samples missing between the first and last recorded one, per sensor topic.
+    """Samples missing between the first and last recorded one, per joint-state topic.
 
-    The simulator stamps joint states every control period and camera frames every frame
-    period in simulated time, so a hole in a topic's stamp sequence is a message published
-    but never recorded (end to end: transport and recorder together).
+    The simulator stamps joint states every control period in simulated time, so a hole in a
+    topic's stamp sequence is a message published but never recorded (end to end: publisher
+    history, transport and recorder together).
     """
     missing = {}
     for topic, series in read_recording(recording).series.items():
-        if series.type_name not in ("sensor_msgs/msg/JointState", "sensor_msgs/msg/Image"):
+        if series.type_name != "sensor_msgs/msg/JointState":  # cameras are best effort
             continue
         stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in series.messages])
         steps = np.diff(np.sort(stamps))
