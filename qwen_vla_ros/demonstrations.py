@@ -120,11 +120,12 @@ class CollectReport:
 #: Camera frames per simulated second (the sim bridge's default camera_rate_hz).
 CAMERA_RATE_HZ = 10.0
 #: Video settings of collected datasets: lossless, full colour resolution (x264 crf 0, 4:4:4).
-#: The simulated cameras are small (a cube is 2-3 px wide at 96x96): LeRobot's crf 30 / 4:2:0 smeared the cubes' colours
-#: into their neighbours and left coloured ghosts (measured on 30 frames: mean error 2.5 levels,
-#: p99.9 60, peak saturation 183 -> 121), so the model trained on colours the simulator never
-#: shows. Lossless: error 0.05 levels, 724 bytes per 96x96 frame (crf 30 4:2:0: 227). H.264, not
-#: SVT-AV1: three SVT-AV1 encoders in one long run hung here twice (futex waits after ~35 episodes).
+#: The simulated cameras are small (a cube is 2-3 px wide at 96x96): LeRobot's crf 30 / 4:2:0
+#: smeared the cubes' colours into their neighbours and left coloured ghosts (measured on 30
+#: frames: mean error 2.5 levels, p99.9 60, peak saturation 183 -> 121), so the model trained
+#: on colours the simulator never shows. Lossless: error 0.05 levels, 724 bytes per 96x96
+#: frame (crf 30 4:2:0: 227). H.264, not SVT-AV1: three SVT-AV1 encoders in one long run hung
+#: here twice (futex waits after ~35 episodes).
 COLLECT_VIDEO_QUALITY = "lossless"  # also what `collect --via-graph` converts with
 COLLECT_VIDEO = VIDEO_QUALITY[COLLECT_VIDEO_QUALITY]
 

@@ -151,8 +151,8 @@ def convert_recordings(
     if video_quality not in VIDEO_QUALITY:
         raise ValueError(f"video quality {video_quality!r} is not one of {sorted(VIDEO_QUALITY)}")
     video = dict(VIDEO_QUALITY[video_quality])
-    codec = codec or video.pop("codec", None)
-    video.pop("codec", None)
+    quality_codec = video.pop("codec", None)  # the quality's own codec, unless one is given
+    codec = codec or quality_codec
     paths = [Path(p) for p in recordings]
     if not paths:
         raise ValueError("no recordings given")

@@ -23,7 +23,7 @@ SENSOR = qos_profile_sensor_data
 #: recorder once received no joint states at all and a later test's cameras stopped
 #: arriving in the same process (suspected: Fast DDS shared-memory buffers held by the
 #: reliable history; not proven).
-SENSOR_PUBLISHER = QoSProfile(
+JOINT_STATE_PUBLISHER = QoSProfile(
     depth=200,
     history=HistoryPolicy.KEEP_LAST,
     reliability=ReliabilityPolicy.RELIABLE,
