@@ -52,7 +52,6 @@ from ..ros.messages import state_message_class
 from ..ros.qos import (
     ANY_DURABILITY,
     COMMAND,
-    JOINT_STATE_PUBLISHER,
     LATCHED,
     LATCHED_READER,
     RECORD_RELIABLE,
@@ -133,7 +132,7 @@ class SimBridgeNode(Node):
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.state_pubs = {
-            s.name: self.create_publisher(state_message_class(s), s.topic, JOINT_STATE_PUBLISHER)
+            s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR)
             for s in self.embodiment.state_sources
         }
         self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
