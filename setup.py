@@ -29,6 +29,7 @@ setup(
         (f"share/{PACKAGE}/config/accelerate", glob("config/accelerate/*.yaml")),
         (f"share/{PACKAGE}/config/training", glob("config/training/*.yaml")),
         (f"share/{PACKAGE}/config/foxglove", glob("config/foxglove/*.json")),
+        (f"share/{PACKAGE}/config/dds", glob("config/dds/*.xml")),
         # shipped checkpoints (models/<name>/..., subfolders included)
         *[
             (f"share/{PACKAGE}/{folder}", [f for f in glob(f"{folder}/*") if Path(f).is_file()])

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ros.dds import dds_environment
+
 #: process -> module started with `python -m`
 NODE_MODULES = {
     "sim_bridge": "qwen_vla_ros.nodes.sim_bridge_node",
@@ -95,6 +97,7 @@ def child_environment() -> dict[str, str]:
     env = dict(os.environ)
     env["AMENT_PREFIX_PATH"] = ament_prefix_path(env.get("AMENT_PREFIX_PATH", ""))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(dds_environment(env))  # camera frames need a larger shared-memory segment
     return env
 
 

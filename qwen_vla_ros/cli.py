@@ -89,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # bringup only builds process lists: importing it is cheap (no rclpy, no torch)
     from .bringup import ament_prefix_path
+    from .ros.dds import use_large_frame_transport
 
     os.environ["AMENT_PREFIX_PATH"] = ament_prefix_path(os.environ.get("AMENT_PREFIX_PATH", ""))
+    use_large_frame_transport()  # for verbs that join the graph in this process (collect, eval)
     selected = next((a for a in argv if a in VERBS), None)
     args = build_parser(selected).parse_args(argv)
     try:

@@ -8,6 +8,7 @@ onto a :class:`~qwen_vla_ros.bringup.GraphConfig` field, so `ros2 launch` and
 from __future__ import annotations
 
 import inspect
+import os
 
 from launch import LaunchContext, LaunchDescription
 from launch.actions import (
@@ -15,6 +16,7 @@ from launch.actions import (
     ExecuteProcess,
     OpaqueFunction,
     RegisterEventHandler,
+    SetEnvironmentVariable,
     Shutdown,
 )
 from launch.event_handlers import OnProcessExit
@@ -22,6 +24,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from .bringup import ESSENTIAL, RESTARTABLE, GraphConfig, RestartPolicy
+from .ros.dds import dds_environment
 
 PACKAGE = "qwen_vla_ros"
 
@@ -102,4 +105,7 @@ def generate_graph_description(embodiment: str, sim: bool = False) -> LaunchDesc
         DeclareLaunchArgument(name, default_value=defaults[name], description=text)
         for name, text in ARGUMENTS.items()
     ]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])
+    # Fast DDS's shared-memory segment sized for camera frames, also for camera drivers that a
+    # lab's launch file starts after including this one (unless it set its own profile)
+    dds = [SetEnvironmentVariable(name, value) for name, value in dds_environment(os.environ).items()]
+    return LaunchDescription([*arguments, *dds, OpaqueFunction(function=_nodes)])

@@ -13,3 +13,9 @@ else:
     # A random domain per run, so parallel runs on one machine never see each other.
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The test process's own nodes (synthetic rigs, recorders) send and read camera frames as the
+# package's nodes do: with the shared-memory segment sized for them (ros/dds.py).
+from qwen_vla_ros.ros.dds import use_large_frame_transport  # noqa: E402
+
+use_large_frame_transport()

@@ -21,6 +21,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from ..embodiment import Embodiment, load_embodiment
+from ..ros.dds import use_large_frame_transport
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -267,6 +268,7 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None, ex
     flushed), so interpreter teardown of threads and DDS objects cannot delay the exit.
     Works with Humble's rclpy API.
     """
+    use_large_frame_transport()  # camera frames larger than Fast DDS's default segment (ros/dds.py)
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     request = _ShutdownRequest()
     signal.signal(signal.SIGINT, request)
