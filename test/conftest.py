@@ -16,6 +16,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The test process's own nodes (synthetic rigs, recorders) send and read camera frames as the
 # package's nodes do: with the shared-memory segment sized for them (ros/dds.py).
-from qwen_vla_ros.ros.dds import use_large_frame_transport  # noqa: E402
+import time  # noqa: E402
+
+from qwen_vla_ros.ros.dds import remove_orphaned_segments, use_large_frame_transport  # noqa: E402
 
 use_large_frame_transport()
+SESSION_START = time.time()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests kill node processes with SIGKILL: their shared-memory segments (up to 16 MiB each)
+    would stay in /dev/shm after the run."""
+    remove_orphaned_segments(created_after=SESSION_START - 1.0)

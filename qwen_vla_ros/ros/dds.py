@@ -12,6 +12,7 @@ otherwise.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pathlib import Path
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 FAST_DDS_2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
 PROFILE_NAME = "fastdds_large_frames.xml"
+SEGMENT_NAME = re.compile(r"fastdds_[0-9a-f]{16}")
 
 
 def large_frames_profile() -> Path:
@@ -61,3 +63,36 @@ def use_large_frame_transport(environ: MutableMapping[str, str] | None = None) -
     added = dds_environment(target)
     target.update(added)
     return added
+
+
+def remove_orphaned_segments(created_after: float, shm_dir: Path = Path("/dev/shm")) -> int:
+    """Delete Fast DDS shared-memory segments whose process died without closing them (SIGKILL),
+    created after ``created_after`` (a ``time.time()``); returns how many went.
+
+    A live participant holds an exclusive lock on its segment's ``_el`` file: a lock that can
+    be taken means the owner is gone (what ``fastdds shm clean`` checks). Each holds up to the
+    profile's 16 MiB of /dev/shm, so a test session that kills node processes cleans up after
+    itself with this."""
+    import fcntl
+
+    removed = 0
+    for lock_file in shm_dir.glob("fastdds_*_el"):
+        segment = lock_file.with_name(lock_file.name[: -len("_el")])
+        if not SEGMENT_NAME.fullmatch(segment.name):
+            continue  # ports (fastdds_port<N>) are shared by every process on the machine
+        try:
+            if lock_file.stat().st_mtime < created_after or not segment.is_file():
+                continue
+            fd = os.open(lock_file, os.O_RDWR)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: its participant is alive
+        finally:
+            os.close(fd)
+        for path in (segment, lock_file):
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -7,7 +7,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from qwen_vla_ros.bringup import child_environment
-from qwen_vla_ros.ros.dds import PROFILE_VARIABLES, dds_environment, large_frames_profile
+from qwen_vla_ros.ros.dds import (
+    PROFILE_VARIABLES,
+    dds_environment,
+    large_frames_profile,
+    remove_orphaned_segments,
+)
 
 FULL_SIZE_FRAME_BYTES = 640 * 480 * 3
 
@@ -50,3 +55,23 @@ def test_node_processes_started_by_bringup_get_the_profile(monkeypatch):
     for name in (*PROFILE_VARIABLES, "ROS_DISTRO", "RMW_IMPLEMENTATION"):
         monkeypatch.delenv(name, raising=False)
     assert child_environment()["FASTDDS_DEFAULT_PROFILES_FILE"] == str(large_frames_profile())
+
+
+def test_segments_of_killed_processes_are_removed_and_live_ones_kept(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    live, dead, port = "fastdds_00112233445566aa", "fastdds_00112233445566bb", "fastdds_port7411"
+    for name in (live, dead, port):
+        (tmp_path / name).write_bytes(b"\0" * 64)
+        (tmp_path / f"{name}_el").touch()
+    held = os.open(tmp_path / f"{live}_el", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a live participant holds its own
+    try:
+        assert remove_orphaned_segments(created_after=time.time() - 60, shm_dir=tmp_path) == 1
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live, f"{live}_el", port, f"{port}_el"])
+    assert remove_orphaned_segments(created_after=time.time() + 60, shm_dir=tmp_path) == 0  # older: not ours
