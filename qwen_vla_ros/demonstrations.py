@@ -135,7 +135,34 @@ def _frame_every(embodiment: Embodiment, camera_rate_hz: float) -> int:
     return max(1, round(embodiment.control_rate_hz / camera_rate_hz))
 
 
-def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
+class ArmPerturbation:
+    """Smooth random offsets (rad) on the arm joints' commands: an Ornstein-Uhlenbeck process
+    with standard deviation ``std_rad`` and correlation time ``tau_s``, zero on grippers.
+
+    DART-style demonstrations (Laskey et al., 2017): the expert's commands are executed with
+    these offsets, so the arms visit states off the expert's own path, while the recorded
+    action stays the expert's clean command: the policy learns to steer back to the path,
+    which it must do in closed loop once its own small errors have moved the arm off it.
+    """
+
+    def __init__(self, embodiment: Embodiment, std_rad: float, seed: int, tau_s: float = 0.4) -> None:
+        self.mask = np.zeros(embodiment.action_dim)
+        for group in embodiment.action_groups:
+            if group.kind != "gripper":
+                self.mask[embodiment.group_slices[group.name]] = 1.0
+        self.std, self.decay = std_rad, float(np.exp(-embodiment.dt / tau_s))
+        self.rng = np.random.default_rng(seed)
+        self.offset = self.rng.normal(0.0, std_rad, embodiment.action_dim) * self.mask
+
+    def sample(self) -> np.ndarray:
+        """The next control step's offsets (rad); stationary standard deviation ``std_rad``."""
+        innovation = self.rng.normal(0.0, self.std * np.sqrt(1.0 - self.decay**2), self.offset.shape)
+        self.offset = self.decay * self.offset + innovation * self.mask
+        return self.offset
+
+
+def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
+                   perturbation_rad: float = 0.0) -> tuple[EpisodeData, bool]:
     from .sim.experts import expert_for
 
     env.reset(seed)
@@ -143,14 +170,23 @@ def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float) -> tuple[Ep
     expert.reset(env.sim)
     instruction = instruction_for(task, env.sim.goal, seed)
     env.instruction = instruction
-    states, actions, images, solved = [], [], {c: [] for c in env.embodiment.camera_names}, False
-    every = _frame_every(env.embodiment, camera_rate_hz)
+    emb = env.embodiment
+    states, actions, images, solved = [], [], {c: [] for c in emb.camera_names}, False
+    every = _frame_every(emb, camera_rate_hz)
+    perturbation = ArmPerturbation(emb, perturbation_rad, seed) if perturbation_rad > 0 else None
+    label = env.state()  # the unperturbed command stream, limited as the rig would limit it
     for step in range(expert.episode_steps):
         states.append(env.state())
         for camera, frames in images.items():
             frames.append(env.rig.camera_view(camera) if step % every == 0 else frames[-1])
-        result = env.step(expert.action())
-        actions.append(result.applied)
+        clean = expert.action()
+        if perturbation is None:
+            result = env.step(clean)
+            actions.append(result.applied)
+        else:  # executed off the path, recorded as the rig would have executed the clean command
+            result = env.step(clean + perturbation.sample())
+            label = env.limited(clean, label)
+            actions.append(label)
         solved = solved or result.done
     episode = EpisodeData(
         task=instruction, state=np.asarray(states), action=np.asarray(actions),
@@ -194,15 +230,19 @@ def collect(
     first_seed: int = 0,
     overwrite: bool = False,
     camera_rate_hz: float = CAMERA_RATE_HZ,
+    perturbation_rad: float = 0.0,
     progress: Callable[[str], None] | None = None,
 ) -> CollectReport:
-    """Run the task's expert for ``episodes`` seeds and write the successful episodes."""
+    """Run the task's expert for ``episodes`` seeds and write the successful episodes.
+
+    ``perturbation_rad`` > 0 (ALOHA tasks): execute the expert with smooth arm offsets of that
+    standard deviation and record its clean commands (:class:`ArmPerturbation`)."""
     if first_seed + episodes > EVAL_SEED_START:
         raise ValueError(f"seeds from {EVAL_SEED_START} on are kept for evaluation; "
                          f"collect uses {first_seed} .. {first_seed + episodes - 1}")
     emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment or TASK_EMBODIMENTS[task])
     report, clock = CollectReport(task), time.perf_counter()
-    run_one, close = _episode_runner(emb, task, camera_rate_hz)
+    run_one, close = _episode_runner(emb, task, camera_rate_hz, perturbation_rad)
     waypoints = tuple(emb.group_slices[g.name] for g in emb.action_groups if g.kind == "base_waypoints")
     try:
         with LeRobotV3Writer(
@@ -210,7 +250,8 @@ def collect(
             cameras={c.name: tuple(c.image_size) for c in emb.cameras}, robot_type=emb.name,
             overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints, **COLLECT_VIDEO,
             extra_info={"qwen_vla": {"embodiment": emb.name, "source": f"scripted expert: {task}",
-                                     "seeds": [first_seed, first_seed + episodes - 1]}},
+                                     "seeds": [first_seed, first_seed + episodes - 1],
+                                     "perturbation_rad": perturbation_rad}},
         ) as writer:
             for seed in range(first_seed, first_seed + episodes):
                 episode, solved = run_one(seed)
@@ -229,11 +270,13 @@ def collect(
     return report
 
 
-def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float):
+def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float, perturbation_rad: float = 0.0):
     kinds = {g.kind for g in emb.action_groups}
     if task == "drive_to_color":
         if kinds != {"base_waypoints"}:
             raise ValueError(f"drive_to_color needs a waypoint base embodiment, {emb.name} is not one")
+        if perturbation_rad:
+            raise ValueError("--perturbation is for the ALOHA tasks (arm joints)")
         from .sim.rig import RIG_FRAME_SIZE, SimRig
 
         rig = SimRig(emb, task=task, render_size=RIG_FRAME_SIZE)
@@ -241,7 +284,7 @@ def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float):
     from .training.sim_env import AlohaSimEnv
 
     env = AlohaSimEnv(emb, task, instruction="")
-    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz)), env.close
+    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz, perturbation_rad)), env.close
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -252,6 +295,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--embodiment", help="default: the task's (aloha_sim or mobile_base)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+N-1")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--perturbation", type=float, default=0.0, metavar="RAD",
+                        help="ALOHA tasks: run the expert with smooth arm-joint offsets of this standard "
+                             "deviation (rad) and record its clean commands (DART); default 0")
     parser.add_argument("--via-graph", action="store_true",
                         help="record through the ROS graph (sim bridge with its expert teleoperator, "
                              "recorder, convert) instead of running the sim in-process")
@@ -260,6 +306,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.via_graph and args.perturbation:
+        print("[collect] --perturbation runs the expert in-process; it does not combine with --via-graph")
+        return 2
     if args.via_graph:
         # the graph path is a ROS program: rclpy is imported only when it is chosen
         from .bringup import StopRequest
@@ -275,7 +324,8 @@ def run(args) -> int:
             return 1
     else:
         report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
-                         first_seed=args.first_seed, overwrite=args.overwrite, progress=print)
+                         first_seed=args.first_seed, overwrite=args.overwrite,
+                         perturbation_rad=args.perturbation, progress=print)
     print(f"[collect] {report.task}: expert success {report.written}/{report.attempted} "
           f"({100 * report.success_rate:.1f}%), {report.frames} frames written to {args.out} "
           f"in {report.seconds:.0f} s; failed seeds: {report.failed_seeds or 'none'}")

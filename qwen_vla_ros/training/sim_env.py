@@ -81,10 +81,15 @@ class AlohaSimEnv:
         images = {name: self.rig.camera_view(name) for name in self.embodiment.camera_names}
         return Observation(images=images, state=self.state(), instruction=self.instruction, stamp=self.sim.sim_time)
 
+    def limited(self, action: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """``action`` as the rig's safety limiter passes it after the command ``previous``."""
+        limited, _ = self._limiter.filter(np.asarray(action, dtype=np.float64), previous, self.embodiment.dt)
+        return limited
+
     def step(self, action: np.ndarray) -> StepResult:
         """Apply one action (rig units, limited as on the rig) for one control period, dt s."""
         previous = self._last_command if self._last_command is not None else self.state()
-        action, _ = self._limiter.filter(np.asarray(action, dtype=np.float64), previous, self.embodiment.dt)
+        action = self.limited(action, previous)
         self._last_command = action
         for command in self._mapper.map(action):
             self.rig.apply(command.topic, list(command.values))

@@ -79,3 +79,31 @@ def test_drive_to_color_actions_integrate_to_the_named_box(tmp_path, gl_availabl
 def test_collect_refuses_evaluation_seeds(tmp_path):
     with pytest.raises(ValueError, match="evaluation"):
         collect("pick_color", tmp_path / "x", 5, first_seed=EVAL_SEED_START - 2)
+
+
+def test_perturbed_demonstrations_visit_other_states_and_record_the_experts_clean_commands(gl_available):
+    """DART: the arms are pushed off the expert's path, the recorded action is still the path."""
+    from qwen_vla_ros.demonstrations import ArmPerturbation, _aloha_episode
+    from qwen_vla_ros.training.sim_env import AlohaSimEnv
+
+    embodiment = load_embodiment("aloha_sim")
+    env = AlohaSimEnv(embodiment, "pick_color", "")
+    try:
+        clean, _ = _aloha_episode(env, "pick_color", 12, camera_rate_hz=10.0)
+        pushed, _ = _aloha_episode(env, "pick_color", 12, camera_rate_hz=10.0, perturbation_rad=0.05)
+    finally:
+        env.close()
+    arms = np.r_[embodiment.group_slices["left_arm"], embodiment.group_slices["right_arm"]]
+    grippers = [embodiment.group_slices["left_gripper"].start, embodiment.group_slices["right_gripper"].start]
+    # the expert's commands come from its plan, not from where the arm is: the same either way
+    np.testing.assert_allclose(pushed.action, clean.action, atol=1e-6)
+    state_offset = np.abs(pushed.state[:, arms] - clean.state[:, arms])
+    assert 0.01 < state_offset.mean() < 0.1, state_offset.mean()  # off the path by about the offsets
+    assert not np.array_equal(pushed.images["cam_high"], clean.images["cam_high"])  # seen off the path too
+
+    offsets = ArmPerturbation(embodiment, 0.05, seed=0)
+    samples = np.stack([offsets.sample() for _ in range(5000)])
+    assert np.all(samples[:, grippers] == 0.0)
+    assert 0.035 < samples[:, arms].std() < 0.065  # the stationary standard deviation, rad
+    lag = int(0.4 / embodiment.dt)  # correlated over the time constant (0.4 s): smooth, not jitter
+    assert np.corrcoef(samples[:-lag, 0], samples[lag:, 0])[0, 1] > 0.2
