@@ -64,23 +64,24 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     return str(recorder.path)
 
 
-def _missing_samples(recording: str) -> dict[str, int]:
-    """Samples missing between the first and last recorded one, per joint-state topic.
+def _missing_samples(recording: str) -> dict[str, tuple[int, int]]:
+    """(missing, recorded) samples between the first and last recorded one, per joint-state
+    and camera topic.
 
-    The simulator stamps joint states every control period in simulated time, so a hole in a
-    topic's stamp sequence is a message published but never recorded (end to end: publisher
-    history, transport and recorder together).
+    The simulator stamps joint states every control period and camera frames every camera
+    period in simulated time, so a hole in a topic's stamp sequence is a message published
+    but never recorded (end to end: publisher, transport and recorder together).
     """
     missing = {}
     for topic, series in read_recording(recording).series.items():
-        if series.type_name != "sensor_msgs/msg/JointState":  # cameras are best effort
+        if series.type_name not in ("sensor_msgs/msg/JointState", "sensor_msgs/msg/Image"):
             continue
         stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in series.messages])
         steps = np.diff(np.sort(stamps))
         if len(steps) < 2:
             continue
         period = float(np.median(steps))
-        missing[topic] = int(np.round(steps / period).sum() - len(steps))
+        missing[topic] = (int(np.round(steps / period).sum() - len(steps)), len(stamps))
     return missing
 
 
@@ -89,10 +90,15 @@ def test_record_convert_train_every_stage_resume_and_deploy(ros_context, spinner
     with Graph(GraphConfig(embodiment="aloha_sim", sim=True, model="tiny"), log_dir=tmp_path / "logs"):
         recording = _record_episode(ros_context, spinner, tmp_path / "recordings", emb)
     missing = _missing_samples(recording)
-    print("missing samples per topic:", missing)
-    # Reported, not asserted: the simulator publishes best effort (a reliable publisher made
-    # this test process's recorder receive no joint states at all in 2 of 5 fresh-clone runs).
-    assert missing, "no joint states recorded"
+    print("missing samples per topic (missing, recorded):", missing)
+    joint_states = {t: m for t, m in missing.items() if "joint_states" in t}
+    assert len(joint_states) == 2, f"joint states not recorded: {missing}"
+    # The simulator publishes best effort, as camera and joint-state drivers do. With Fast DDS's
+    # default 512 KiB shared-memory segment 1-2.5 % of joint states were lost under load; with
+    # the package's profile (ros/dds.py) 0 in every measured run. A bound, not zero: best
+    # effort promises nothing, and one lost sample must not fail CI.
+    for topic, (lost, recorded) in joint_states.items():
+        assert lost <= max(1, 0.005 * (lost + recorded)), (topic, lost, recorded)
 
     dataset = tmp_path / "dataset"
     report = convert_recordings([recording], dataset, emb, progress=False)
