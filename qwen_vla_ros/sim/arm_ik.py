@@ -20,6 +20,14 @@ from .aloha_conventions import ARM_JOINTS
 
 #: TCP position in the gripper link frame, m (from the weld relpose of the EE scenes).
 TCP_OFFSET_M = np.array([0.1347, 0.0, -0.002])
+#: Pull (per iteration) of forearm roll and wrist rotate toward 0 rad in the null space. Near
+#: the wrist singularity (wrist angle 0: roll and rotate axes aligned) damped least squares
+#: drifted into the flipped twin solution (roll and rotate both near +-pi): 8 of 24 pick_color,
+#: 3 of 8 transfer_cube and 2 of 6 insertion demonstrations did, the rest kept roll within
+#: +-0.9 rad, so neighbouring cube positions got joint paths 3 rad apart, which the demo policy
+#: could not fit (it averaged them and hovered over the cube). With this pull: none flipped,
+#: and every expert still solved the same seeds.
+NULL_SPACE_GAIN = 1.0
 #: Gripper-link orientation relative to the TCP frame, per side (w, x, y, z).
 TCP_TO_LINK_QUAT = {"left": np.array([1.0, 0.0, 0.0, 0.0]), "right": np.array([0.0, 0.0, 0.0, 1.0])}
 
@@ -45,11 +53,15 @@ def normalized(quat: np.ndarray) -> np.ndarray:
 class ArmIK:
     """Joint angles (rad) that put one arm's TCP at a pose in the world frame."""
 
-    def __init__(self, model: mujoco.MjModel, side: str, damping: float = 0.02, posture_weight: float = 0.01):
-        """``posture_weight``: pull of forearm roll and wrist rotate toward 0 rad; it keeps the
-        wrist out of its flipped twin solution (roll and rotate both near pi) near singularity."""
+    def __init__(self, model: mujoco.MjModel, side: str, damping: float = 0.02, posture_weight: float = 0.01,
+                 null_space_gain: float = NULL_SPACE_GAIN):
+        """``posture_weight``: pull of forearm roll and wrist rotate toward 0 rad, traded against
+        the pose error; ``null_space_gain``: the same pull where the pose leaves the joints free
+        (see NULL_SPACE_GAIN); it keeps the wrist out of its flipped twin solution."""
         self.model, self.side, self.damping = model, side, damping
         self.posture = np.diag([0.0, 0.0, 0.0, posture_weight, 0.0, posture_weight])
+        self.twist_mask = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+        self.null_space_gain = null_space_gain
         self.data = mujoco.MjData(model)
         self.body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"vx300s_{side}/gripper_link")
         joints = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"vx300s_{side}/{n}") for n in ARM_JOINTS]
@@ -92,8 +104,13 @@ class ArmIK:
                 break
             mujoco.mj_jac(self.model, self.data, jacp, jacr, tcp_pos, self.body)
             jac = np.vstack([jacp[:, self.dof_index], jacr[:, self.dof_index]])
-            # Damped least squares with a posture term: min |J dq - e|^2 + |P (q + dq)|^2 + d^2 |dq|^2.
+            # Damped least squares with a posture term: min |J dq - e|^2 + |P (q + dq)|^2 + d^2 |dq|^2,
+            # plus a pull of the twist joints toward 0 in the directions the task leaves free
+            # (the null space, which opens up only near the wrist singularity).
             normal = jac.T @ jac + self.posture.T @ self.posture + self.damping**2 * np.eye(6)
             step = np.linalg.solve(normal, jac.T @ error - self.posture.T @ self.posture @ joints)
+            if self.null_space_gain:
+                free = np.eye(6) - np.linalg.solve(normal, jac.T @ jac)
+                step += free @ (-self.null_space_gain * self.twist_mask * joints)
             joints = np.clip(joints + step, self.low, self.high)
         return joints

@@ -101,3 +101,29 @@ def test_drive_to_color_scores_the_instructed_box():
         assert not rig.success()  # the same place does not count for another colour
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize(("task", "seed"), [("pick_color", 6), ("pick_color", 10), ("transfer_cube", 2), ("insertion", 2)])
+def test_expert_wrists_never_flip_to_the_twin_solution(task, seed, monkeypatch):
+    """These seeds' demonstrations once turned forearm roll and wrist rotate to about +-3 rad
+    while neighbouring seeds stayed within +-0.9 (the wrist singularity's twin solution)."""
+    import qwen_vla_ros.sim.experts as experts
+    from qwen_vla_ros.sim.arm_ik import ArmIK
+    from qwen_vla_ros.training.sim_env import AlohaSimEnv
+
+    twist = [ACTION_NAMES.index(f"{side}_arm/{joint}") for side in ("left", "right")
+             for joint in ("forearm_roll", "wrist_rotate")]
+    env = AlohaSimEnv(load_embodiment("aloha_sim"), task, "expert", render_size=(48, 64))
+
+    def largest_twist() -> float:
+        env.reset(seed)
+        expert = expert_for(task)
+        expert.reset(env.sim)  # the plan and its IK depend on the scene only: no need to step
+        return max(np.abs(expert.action()[twist]).max() for _ in range(expert.episode_steps))
+
+    try:
+        assert largest_twist() < 2.0  # transfer_cube's handover needs 1.57
+        monkeypatch.setattr(experts, "ArmIK", lambda model, side: ArmIK(model, side, null_space_gain=0.0))
+        assert largest_twist() > 2.5  # without the null-space pull: the flip this guards against
+    finally:
+        env.close()
