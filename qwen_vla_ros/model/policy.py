@@ -429,7 +429,7 @@ class QwenVLAPolicy(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def compute_loss(
-        self, batch: dict, *, generator: torch.Generator | None = None
+        self, batch: dict, *, generator: torch.Generator | None = None, state_dropout: float = 0.0
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss of one batch (normalisation is applied here).
 
@@ -442,12 +442,17 @@ class QwenVLAPolicy(nn.Module):
             ``instructions``: list of B non-empty strings.
             ``embodiment``: one name / :class:`Embodiment` for the batch, or a list of B.
         Returns ``loss`` (scalar, differentiable), ``time`` (B,) and ``per_sample`` (B,) losses.
-        ``generator`` (CPU) makes the flow times and noise reproducible.
+        ``generator`` (CPU) makes the flow times and noise reproducible. ``state_dropout``: the
+        fraction of samples whose normalised state is replaced by 0 (the dataset mean), so the
+        decoder must read the scene from the images and the instruction.
         """
         embodiments = [self.resolve_embodiment(e) for e in batch_embodiment_names(batch)]
         actions, state, step_mask = self._normalised_targets(batch, embodiments)
         dims = [emb.action_dim for emb in embodiments]
         norm_state, dim_mask = self._pad_rows(state, dims)
+        if state_dropout > 0:
+            dropped = torch.rand(len(dims), generator=generator) < state_dropout
+            norm_state = norm_state * (~dropped).to(norm_state.dtype)[:, None].to(norm_state.device)
         norm_actions, _ = self._pad_rows(actions, dims)
         inputs = self.backbone.prepare(batch_prompts(batch, embodiments))
         with torch.no_grad() if self.config.freeze_backbone else nullcontext():

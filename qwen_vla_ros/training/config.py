@@ -235,6 +235,10 @@ class StageConfig(_Strict):
     # the --init policy's statistics for the embodiments it already has (continuing a run on
     # more data of the same kind without moving the targets the model has learned).
     norm_stats: Literal["data", "keep"] = "data"
+    # Fraction of samples whose proprioceptive state the decoder sees as the dataset mean
+    # (0 = never). A policy that reads which arm moves from the state alone never learns to
+    # choose it from the image and the instruction (see QwenVLAPolicy.compute_loss).
+    state_dropout: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:

@@ -46,9 +46,10 @@ def load_image_text_hook(config: ImageTextConfig) -> ImageTextHook | None:
 class PolicyLoss(nn.Module):
     """``forward(batch, generator, step)`` -> ``loss`` (to minimise), ``action_loss``, ``aux_loss``."""
 
-    def __init__(self, policy: QwenVLAPolicy, hook: ImageTextHook | None = None, config: ImageTextConfig | None = None):
+    def __init__(self, policy: QwenVLAPolicy, hook: ImageTextHook | None = None, config: ImageTextConfig | None = None,
+                 state_dropout: float = 0.0):
         super().__init__()
-        self.policy = policy
+        self.policy, self.state_dropout = policy, state_dropout
         # FSDP's transformer auto-wrap reads this when no layer classes are configured: one
         # shard unit per backbone decoder layer / vision block and per DiT block.
         self._no_split_modules = sorted({*(getattr(policy.backbone.model, "_no_split_modules", None) or ()), "DiTBlock"})
@@ -56,7 +57,7 @@ class PolicyLoss(nn.Module):
         self.hook_config = config or ImageTextConfig()
 
     def forward(self, batch: dict, generator: torch.Generator | None = None, step: int | None = None) -> dict:
-        out = self.policy.compute_loss(batch, generator=generator)
+        out = self.policy.compute_loss(batch, generator=generator, state_dropout=self.state_dropout)
         action_loss = out["loss"]
         aux = None
         if self.hook is not None and step is not None and step % self.hook_config.every_steps == 0:

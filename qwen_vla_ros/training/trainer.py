@@ -159,7 +159,7 @@ class Trainer:
             config.schedule.name, optimizer, num_warmup_steps=config.schedule.warmup_steps,
             num_training_steps=config.max_steps,
         )
-        self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text), optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text, config.state_dropout), optimizer)
         self.policy = self.accelerator.unwrap_model(self.model).policy
         self.ema = DecoderEMA(self.policy.decoder, config.ema.decay) if config.ema.enabled else None
         self.state = ckpt.TrainerState(stage=config.stage)

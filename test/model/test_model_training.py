@@ -137,3 +137,30 @@ def test_overfits_a_handful_of_samples():
     error = np.abs(predicted - wanted).mean()
     guess_the_mean = np.abs(wanted - wanted.mean(axis=0)).mean()
     assert error < 0.4 * guess_the_mean, (error, guess_the_mean)
+
+
+def test_state_dropout_hides_the_state_of_the_dropped_samples_only():
+    aloha = load_embodiment("aloha_sim")
+    model = fresh_policy(aloha)
+    with torch.no_grad():  # no zero-initialised gates: the action tokens see the state token
+        for weight in model.decoder.parameters():
+            weight.normal_(0, 0.05)
+    rng = np.random.default_rng(0)
+    batch = {
+        "state": torch.tensor(rng.normal(size=(8, 14)), dtype=torch.float32),
+        "actions": torch.tensor(rng.normal(size=(8, 6, 14)), dtype=torch.float32),
+        "instructions": ["hand over the cube"] * 8,
+        "embodiment": "aloha_sim",
+    }
+    moved = {**batch, "state": batch["state"] * 0.5}
+
+    def losses(b, dropout):
+        out = model.compute_loss(b, generator=torch.Generator().manual_seed(0), state_dropout=dropout)
+        return out["per_sample"]
+
+    everyone_dropped = losses(batch, 0.999999)
+    torch.testing.assert_close(losses(moved, 0.999999), everyone_dropped)  # the state is not seen
+    assert not torch.allclose(losses(moved, 0.0), losses(batch, 0.0))  # without dropout it is
+    half = losses(moved, 0.5) - losses(batch, 0.5)  # same generator: the same samples dropped
+    unchanged = torch.isclose(half, torch.zeros_like(half), atol=1e-7)
+    assert 0 < int(unchanged.sum()) < 8, half
