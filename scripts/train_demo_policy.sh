@@ -14,6 +14,9 @@
 # 65 minutes for stage 1, 50 to 70 for stage 2 (so over two hours with it), about 1 minute
 # of evaluation per 10 ALOHA episodes. Stage 2 did not improve success in our run, which is
 # why the shipped policy is stage 1. Copy $OUT/final to models/sim_demo to ship a better one.
+# Since 2026-11-30 the experts' IK keeps the wrist out of its flipped twin solution, so data
+# collected by this script are consistent; config/training/sim_demo_wrist.yaml is the stage
+# that continued an older stage 2 on data collected again (docs/training.md, "Stage 3").
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
