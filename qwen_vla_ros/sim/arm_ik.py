@@ -59,8 +59,8 @@ class ArmIK:
         the pose error; ``null_space_gain``: the same pull where the pose leaves the joints free
         (see NULL_SPACE_GAIN); it keeps the wrist out of its flipped twin solution."""
         self.model, self.side, self.damping = model, side, damping
-        self.posture = np.diag([0.0, 0.0, 0.0, posture_weight, 0.0, posture_weight])
-        self.twist_mask = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+        self.twist_mask = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0])  # forearm roll, wrist rotate
+        self.posture = np.diag(posture_weight * self.twist_mask)
         self.null_space_gain = null_space_gain
         self.data = mujoco.MjData(model)
         self.body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"vx300s_{side}/gripper_link")
