@@ -9,6 +9,7 @@ shapes, right units, inside the rig's range scale (statistics from limits).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,12 +162,28 @@ def backbone_size(size: str) -> BackboneSize:
     return BACKBONE_SIZES[size]
 
 
+def as_loaded_tokenizer(tokenizer, config):
+    """``tokenizer`` as :meth:`QwenBackbone.from_pretrained` will load it next to ``config``.
+
+    Saved next to a Qwen config, a tokenizer comes back as that family's class, which applies
+    Qwen's own pre-tokenizer (one token per digit, for one): a policy trained in memory on
+    the tokenizer as built would read its prompts differently once saved and loaded.
+    """
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="qwen-vla-tokenizer-") as folder:
+        tokenizer.save_pretrained(folder)
+        config.save_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
 def tiny_backbone(family: str = "qwen3_5", seed: int = 0, size: str = "tiny") -> QwenBackbone:
     """A random small backbone in memory, with an image-only processor (no torchvision)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    tokenizer = build_tiny_tokenizer()
-    config = tiny_config(family, tokenizer, size)
+    built = build_tiny_tokenizer()
+    config = tiny_config(family, built, size)
+    tokenizer = as_loaded_tokenizer(built, config)
     patch = config.vision_config.patch_size
     # Small simulated cameras: let the processor keep them at their size (>= 2x2 merged tokens).
     small_images = {} if size == "tiny" else {"min_pixels": (2 * 2 * patch) ** 2}
