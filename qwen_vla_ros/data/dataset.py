@@ -2,7 +2,8 @@
 
 A sample at frame t of an episode holds the camera images at t, the state at t
 and the chunk of the next ``horizon`` actions (t .. t+H-1), all in the
-embodiment's model units. Past the episode end the last action repeats and
+embodiment's model units, and ``subgoal``, the action at the next key pose (a grasp or the
+episode end, see :mod:`.keyframes`). Past the episode end the last action repeats and
 ``action_is_pad`` is True (see :mod:`.chunks` for waypoint groups).
 
 Datasets from LeRobot's own recorders are read as they are: motor names are matched
@@ -34,6 +35,7 @@ from . import layout as L
 from .chunks import action_chunk, all_chunks, integrate_steps, slice_key, waypoint_slices
 from .errors import DatasetError
 from .feature_map import resolve_features
+from .keyframes import gripper_slices, key_pose, keyframes
 from .images import ImageConversionError, compressed_to_rgb, resize_rgb
 from .stats import (
     STAT_NAMES,
@@ -99,6 +101,8 @@ class LeRobotV3Dataset(Dataset):
         self._episode_starts = np.array([e["dataset_from_index"] for e in self.episodes], np.int64)
         self._waypoints = waypoint_slices(embodiment)
         self._poses: dict[int, dict[tuple[int, int], np.ndarray]] = {}
+        self._grippers = gripper_slices(embodiment)
+        self._keyframes: dict[int, np.ndarray] = {}
         self._cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = int(cache_mb * 1024 * 1024)
@@ -189,6 +193,10 @@ class LeRobotV3Dataset(Dataset):
         chunk, is_pad = action_chunk(
             actions, frame, self.horizon, self._waypoints, self._episode_poses(episode, actions)
         )
+        poses = self._episode_poses(episode, actions)
+        if episode not in self._keyframes:
+            self._keyframes[episode] = keyframes(actions, self._grippers)
+        subgoal = key_pose(actions, frame, self._keyframes[episode], self._waypoints, poses)
         state = self._state[row].copy()
         for block in self._waypoints:
             state[block] = 0.0  # waypoints have no measured state (embodiment convention)
@@ -197,6 +205,7 @@ class LeRobotV3Dataset(Dataset):
             "state": torch.from_numpy(self.embodiment.actions_to_model(state).astype(np.float32)),
             "action": torch.from_numpy(self.embodiment.actions_to_model(chunk).astype(np.float32)),
             "action_is_pad": torch.from_numpy(is_pad),
+            "subgoal": torch.from_numpy(self.embodiment.actions_to_model(subgoal).astype(np.float32)),
             "instruction": self.tasks[int(self._task_index[row])],
             "embodiment": self.embodiment.name,
             "episode_index": episode,

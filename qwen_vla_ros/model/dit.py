@@ -36,6 +36,9 @@ class DiTConfig:
     max_action_dim: int = 32
     max_horizon: int = 64
     dropout: float = 0.0
+    #: Predict the next key pose (see :mod:`..data.keyframes`) from the backbone's last token
+    #: and give it to every block as one more condition token.
+    subgoal: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -145,7 +148,8 @@ class ActionDiT(nn.Module):
         time: (B,) flow time in [0, 1] (1 = pure noise).
         state: (B, D) proprioceptive state.
         dim_mask: (B, D) 1 for the embodiment's dimensions, 0 for padding.
-        cond: (B, L, cond_dim) backbone features; cond_mask: (B, L) True = real token.
+        cond: (B, L, cond_dim) backbone features; cond_mask: (B, L) True = real token
+            (or, with ``cond_projected``, the memory and mask of :meth:`condition`).
     Returns (B, H, D) velocity (noise - action).
     """
 
@@ -163,6 +167,8 @@ class ActionDiT(nn.Module):
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.action_out = nn.Linear(dim, width)
+        if config.subgoal:
+            self._build_subgoal_head()
         # Training only: recompute each block's activations in the backward pass.
         self.gradient_checkpointing = False
         self.reset_parameters()
@@ -181,9 +187,46 @@ class ActionDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """Backbone features (B, L, cond_dim) to decoder width; cache across Euler steps."""
-        return self.cond_proj(self.cond_norm(cond.to(self.cond_proj.weight.dtype)))
+    def _build_subgoal_head(self) -> None:
+        width, dim = self.config.max_action_dim, self.config.hidden_size
+        self.subgoal_norm = nn.LayerNorm(self.config.cond_dim, eps=1e-6)
+        self.subgoal_head = nn.Linear(self.config.cond_dim, width)
+        self.subgoal_in = nn.Linear(2 * width, dim)
+        for layer in (self.subgoal_head, self.subgoal_in):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def add_subgoal_head(self) -> None:
+        """Give a decoder built without one the key-pose head (fresh weights; no-op if present)."""
+        if self.config.subgoal:
+            return
+        self.config = replace(self.config, subgoal=True)
+        device, dtype = self.cond_proj.weight.device, self.cond_proj.weight.dtype
+        self._build_subgoal_head()
+        for name in ("subgoal_norm", "subgoal_head", "subgoal_in"):
+            getattr(self, name).to(device=device, dtype=dtype)
+
+    def condition(
+        self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Backbone features (B, L, cond_dim) -> the blocks' memory (B, L', hidden), its mask,
+        and the predicted key pose (B, max_action_dim; None without the head). Computed once
+        per chunk and reused by every Euler step.
+
+        The key pose is read from the last real token: the prompt ends with the instruction,
+        so under causal attention only the tokens after it have seen both the images and the
+        words, which is what choosing the named object's pose needs.
+        """
+        dtype = self.cond_proj.weight.dtype
+        memory = self.cond_proj(self.cond_norm(cond.to(dtype)))
+        if not self.config.subgoal:
+            return memory, cond_mask, None
+        mask = dim_mask.to(dtype)
+        subgoal = self.subgoal_head(self.subgoal_norm(last_token(cond, cond_mask).to(dtype))) * mask
+        token = self.subgoal_in(torch.cat([subgoal, mask], dim=-1))[:, None]
+        if cond_mask is not None:
+            cond_mask = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), 1).bool()], dim=1)
+        return torch.cat([memory, token], dim=1), cond_mask, subgoal
 
     def forward(
         self,
@@ -212,7 +255,9 @@ class ActionDiT(nn.Module):
             + self.position[:, : horizon + 1]
         )
         time_emb = self.time_mlp(timestep_embedding(time, self.config.hidden_size).to(dtype))
-        memory = cond if cond_projected else self.project_condition(cond)
+        if not cond_projected:
+            cond, cond_mask, _ = self.condition(cond, cond_mask, dim_mask)
+        memory = cond
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if recompute:
@@ -222,6 +267,15 @@ class ActionDiT(nn.Module):
                 x = block(x, time_emb, memory, cond_mask)
         shift, scale = self.final_modulation(time_emb).chunk(2, dim=-1)
         return self.action_out(_modulate(self.final_norm(x[:, 1:]), shift, scale))
+
+
+def last_token(features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each row's last real token (B, L, C) -> (B, C), whichever side the padding is on."""
+    if mask is None:
+        return features[:, -1]
+    positions = torch.arange(features.shape[1], device=features.device)
+    last = (mask.bool() * (positions + 1)).argmax(dim=1)
+    return features[torch.arange(len(features), device=features.device), last]
 
 
 def count_parameters(config: DiTConfig) -> int:

@@ -65,7 +65,7 @@ def euler_loop(
             decoder is given (the scheduler's timesteps / 1000, as the eager sampler).
     Returns (B, H, D) float32 actions, normalised.
     """
-    memory = decoder.project_condition(features)
+    memory, feature_mask, _ = decoder.condition(features, feature_mask, dim_mask)
     batch = noise.shape[0]
     sample = noise.float()
     for i in range(times.shape[0]):

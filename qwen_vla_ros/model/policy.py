@@ -363,11 +363,12 @@ class QwenVLAPolicy(nn.Module):
     ) -> torch.Tensor:
         """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features;
         ``prefix`` (B, d, max_action_dim), normalised: the actions every chunk starts with."""
-        memory = self.decoder.project_condition(features.features)  # once, reused by every step
+        # once, reused by every step
+        memory, memory_mask, _ = self.decoder.condition(features.features, features.mask, dim_mask)
 
         def velocity(sample: torch.Tensor, flow_time: torch.Tensor) -> torch.Tensor:
             return self.decoder(
-                sample, flow_time, state, dim_mask, memory, features.mask, cond_projected=True
+                sample, flow_time, state, dim_mask, memory, memory_mask, cond_projected=True
             )
 
         shape = (state.shape[0], horizon, self.max_action_dim)
@@ -429,7 +430,8 @@ class QwenVLAPolicy(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def compute_loss(
-        self, batch: dict, *, generator: torch.Generator | None = None, state_dropout: float = 0.0
+        self, batch: dict, *, generator: torch.Generator | None = None, state_dropout: float = 0.0,
+        subgoal_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss of one batch (normalisation is applied here).
 
@@ -441,7 +443,12 @@ class QwenVLAPolicy(nn.Module):
             ``action_is_pad``: optional bool (B, H), True = padded step (left out of the loss).
             ``instructions``: list of B non-empty strings.
             ``embodiment``: one name / :class:`Embodiment` for the batch, or a list of B.
-        Returns ``loss`` (scalar, differentiable), ``time`` (B,) and ``per_sample`` (B,) losses.
+            ``subgoal``, ``subgoal_is_pad``: optional float (B, D) next key pose, model units
+            (:mod:`..data.keyframes`), and bool (B,) True = none known.
+        Returns ``loss`` (scalar, differentiable: the flow loss plus ``subgoal_weight`` times
+        ``subgoal_loss``), ``flow_loss``, ``subgoal_loss`` (MSE of the decoder's key-pose
+        prediction, normalised units; 0 without the head or the targets), ``time`` (B,) and
+        ``per_sample`` (B,) flow losses.
         ``generator`` (CPU) makes the flow times and noise reproducible. ``state_dropout``: the
         fraction of samples whose normalised state is replaced by 0 (the dataset mean), so the
         decoder must read the scene from the images and the instruction.
@@ -457,6 +464,7 @@ class QwenVLAPolicy(nn.Module):
         inputs = self.backbone.prepare(batch_prompts(batch, embodiments))
         with torch.no_grad() if self.config.freeze_backbone else nullcontext():
             features = self.backbone(inputs)
+        memory, memory_mask, subgoal = self.decoder.condition(features.features, features.mask, dim_mask)
         size = (len(embodiments), actions.shape[1], self.max_action_dim)
         flow_time = sample_time(size[0], generator, torch.device("cpu")).to(self.device)
         noise = padded_noise(size, dim_mask.cpu(), generator, "cpu", torch.float32).to(self.device)
@@ -465,16 +473,42 @@ class QwenVLAPolicy(nn.Module):
             flow_time,
             norm_state,
             dim_mask,
-            features.features,
-            features.mask,
+            memory,
+            memory_mask,
+            cond_projected=True,
         )
         weights = dim_mask[:, None, :] * step_mask[..., None]
         target = target_velocity(norm_actions, noise)
+        flow_loss = masked_mse(predicted, target, weights)
+        subgoal_loss = self._subgoal_loss(subgoal, batch, embodiments, dim_mask)
         return {
-            "loss": masked_mse(predicted, target, weights),
+            "loss": flow_loss + subgoal_weight * subgoal_loss if subgoal_weight > 0 else flow_loss,
+            "flow_loss": flow_loss.detach(),
+            "subgoal_loss": subgoal_loss.detach(),
             "time": flow_time.detach(),
             "per_sample": masked_mse(predicted, target, weights, per_sample=True).detach(),
         }
+
+    def _subgoal_loss(self, predicted: torch.Tensor | None, batch: dict, embodiments: list[Embodiment],
+                      dim_mask: torch.Tensor) -> torch.Tensor:
+        """MSE of the predicted key pose against ``batch['subgoal']`` (normalised as actions)."""
+        if predicted is None or batch.get("subgoal") is None:
+            return dim_mask.new_zeros(())
+        rows = torch.as_tensor(batch["subgoal"]).detach().cpu().numpy().astype(np.float64)
+        target = np.zeros((len(embodiments), self.max_action_dim))
+        for i, emb in enumerate(embodiments):
+            dim = emb.action_dim
+            target[i, :dim] = self.normalization_for(emb).normalize_actions(rows[i, :dim])
+        known = ~torch.as_tensor(batch.get("subgoal_is_pad", torch.zeros(len(embodiments), dtype=torch.bool)))
+        weights = dim_mask * known.to(dim_mask.device, dim_mask.dtype)[:, None]
+        target_tensor = torch.as_tensor(target, dtype=predicted.dtype, device=predicted.device)
+        return masked_mse(predicted, target_tensor, weights)
+
+    def add_subgoal_head(self) -> None:
+        """Give the decoder the key-pose head (fresh weights) if it has none; see
+        :meth:`.dit.ActionDiT.condition`. The saved config records it."""
+        self.decoder.add_subgoal_head()
+        self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
 
     def _normalised_targets(self, batch: dict, embodiments: list[Embodiment]):
         """Normalised actions (B, H, D) and state (B, D) as numpy, and the step mask (B, H)."""

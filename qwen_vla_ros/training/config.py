@@ -239,6 +239,11 @@ class StageConfig(_Strict):
     # (0 = never). A policy that reads which arm moves from the state alone never learns to
     # choose it from the image and the instruction (see QwenVLAPolicy.compute_loss).
     state_dropout: float = Field(0.0, ge=0, lt=1)
+    # Weight of the key-pose loss (0 = off): the decoder gets a head that predicts, from the
+    # backbone's last token, the action at the episode's next grasp or end (data/keyframes.py),
+    # and reads that prediction as one more condition token. It makes the backbone say where
+    # the named object is; a policy without the head gets one when this is above 0.
+    subgoal_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:

@@ -139,6 +139,7 @@ def collate_samples(samples: list[dict]) -> dict:
         "state": torch.stack([s["state"] for s in samples]),
         "actions": torch.stack([s["action"] for s in samples]),
         "action_is_pad": torch.stack([s["action_is_pad"] for s in samples]),
+        "subgoal": torch.stack([s["subgoal"] for s in samples]) if all("subgoal" in s for s in samples) else None,
         "instructions": [s["instruction"] for s in samples],
         "embodiment": names.pop(),
     }

@@ -44,12 +44,14 @@ def load_image_text_hook(config: ImageTextConfig) -> ImageTextHook | None:
 
 
 class PolicyLoss(nn.Module):
-    """``forward(batch, generator, step)`` -> ``loss`` (to minimise), ``action_loss``, ``aux_loss``."""
+    """``forward(batch, generator, step)`` -> ``loss`` (to minimise), ``action_loss`` (the flow
+    loss alone, comparable with the validation loss), ``aux_loss`` (image-text hook) and
+    ``subgoal_loss`` (key pose)."""
 
     def __init__(self, policy: QwenVLAPolicy, hook: ImageTextHook | None = None, config: ImageTextConfig | None = None,
-                 state_dropout: float = 0.0):
+                 state_dropout: float = 0.0, subgoal_weight: float = 0.0):
         super().__init__()
-        self.policy, self.state_dropout = policy, state_dropout
+        self.policy, self.state_dropout, self.subgoal_weight = policy, state_dropout, subgoal_weight
         # FSDP's transformer auto-wrap reads this when no layer classes are configured: one
         # shard unit per backbone decoder layer / vision block and per DiT block.
         self._no_split_modules = sorted({*(getattr(policy.backbone.model, "_no_split_modules", None) or ()), "DiTBlock"})
@@ -57,13 +59,15 @@ class PolicyLoss(nn.Module):
         self.hook_config = config or ImageTextConfig()
 
     def forward(self, batch: dict, generator: torch.Generator | None = None, step: int | None = None) -> dict:
-        out = self.policy.compute_loss(batch, generator=generator, state_dropout=self.state_dropout)
-        action_loss = out["loss"]
+        out = self.policy.compute_loss(batch, generator=generator, state_dropout=self.state_dropout,
+                                       subgoal_weight=self.subgoal_weight)
+        action_loss = out["flow_loss"]
         aux = None
         if self.hook is not None and step is not None and step % self.hook_config.every_steps == 0:
             aux = self.hook(self.policy, step, dict(self.hook_config.options))
             if aux is not None and (not isinstance(aux, torch.Tensor) or aux.ndim != 0):
                 raise TrainingError(f"image_text.hook must return a scalar tensor or None, got {aux!r}")
-        loss = action_loss if aux is None else action_loss + self.hook_config.weight * aux
+        loss = out["loss"] if aux is None else out["loss"] + self.hook_config.weight * aux
         zero = action_loss.detach() * 0
-        return {"loss": loss, "action_loss": action_loss.detach(), "aux_loss": zero if aux is None else aux.detach()}
+        return {"loss": loss, "action_loss": action_loss.detach(), "aux_loss": zero if aux is None else aux.detach(),
+                "subgoal_loss": out["subgoal_loss"]}

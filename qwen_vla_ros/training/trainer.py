@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -126,6 +126,7 @@ def shard_cpu_processes(accelerator) -> None:
 class _Progress:
     losses: list[float]
     grad_norm: float = float("nan")
+    subgoal_losses: list[float] = field(default_factory=list)
 
 
 class Trainer:
@@ -148,8 +149,11 @@ class Trainer:
             raise TrainingError(f"stage {config.stage} needs at least one dataset (--dataset PATH)")
         self._set_norm_stats()
         self.val_batches = validation_batches(self.sources, config.batch_size, config.eval.max_batches)
+        self.val_subgoal_loss = float("nan")  # key-pose loss of the latest evaluate()
         hook = load_image_text_hook(config.image_text)
         self.hook = hook
+        if config.subgoal_weight > 0:
+            self.policy.add_subgoal_head()  # before the optimizer, so its weights train
         prepare_policy_for_training(self.policy, config, train_lm_head=hook is not None)
         self.memory_estimate = self._estimate_memory()
         optimizer = torch.optim.AdamW(
@@ -159,7 +163,8 @@ class Trainer:
             config.schedule.name, optimizer, num_warmup_steps=config.schedule.warmup_steps,
             num_training_steps=config.max_steps,
         )
-        self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text, config.state_dropout), optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text, config.state_dropout,
+                                                                        config.subgoal_weight), optimizer)
         self.policy = self.accelerator.unwrap_model(self.model).policy
         self.ema = DecoderEMA(self.policy.decoder, config.ema.decay) if config.ema.enabled else None
         self.state = ckpt.TrainerState(stage=config.stage)
@@ -272,6 +277,7 @@ class Trainer:
                 self.accelerator.backward(out["loss"] / config.grad_accum_steps)
             # the action loss, comparable with the validation loss (an image-text hook adds to "loss")
             progress.losses.append(float(out["action_loss"].detach()))
+            progress.subgoal_losses.append(float(out["subgoal_loss"].detach()))
         if config.clip_grad_norm is not None:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
             progress.grad_norm = float(norm)
@@ -288,20 +294,22 @@ class Trainer:
         if not self.val_batches:
             return None
         self.policy.eval()
-        total = torch.zeros(2, device=self.accelerator.device)
+        total = torch.zeros(3, device=self.accelerator.device)  # flow loss, key-pose loss (sums), samples
         rounds = -(-len(self.val_batches) // self.world)  # every process runs as many forwards (FSDP)
         with self.ema.applied() if self.ema is not None else nullcontext():
             for k in range(rounds):
                 index = k * self.world + self.rank
                 batch = self.val_batches[min(index, len(self.val_batches) - 1)]
                 generator = torch.Generator().manual_seed(step_seed(self.config.seed, 99991, index))
-                loss = self.model(batch, generator=generator, step=None)["action_loss"]
+                out = self.model(batch, generator=generator, step=None)
                 size = float(len(batch["instructions"])) if index < len(self.val_batches) else 0.0
-                total += torch.stack([loss.float() * size, torch.tensor(size, device=total.device)])
+                total += torch.stack([out["action_loss"].float() * size, out["subgoal_loss"].float() * size,
+                                      torch.tensor(size, device=total.device)])
             self._reshard()  # the EMA swaps weights back on the shards
         set_train_mode(self.policy, self.config.freeze, self.config.text_only)
         total = self.accelerator.reduce(total, reduction="sum")
-        return float(total[0] / total[1])
+        self.val_subgoal_loss = float(total[1] / total[2])
+        return float(total[0] / total[2])
 
     def _reshard(self) -> None:
         """FSDP2 keeps the root unit's weights gathered after a forward without backward;
@@ -365,9 +373,10 @@ class Trainer:
             bar.update(1)
             if self.state.step % config.log_every == 0 or self.state.step == config.max_steps:
                 train_losses.append(self._mean_over_processes(float(np.mean(progress.losses))))
+                extra = {"key_pose": f"{np.mean(progress.subgoal_losses):.4f}"} if config.subgoal_weight > 0 else {}
                 bar.set_postfix(loss=f"{train_losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
-                                grad=f"{progress.grad_norm:.3f}")
-                progress.losses = []
+                                grad=f"{progress.grad_norm:.3f}", **extra)
+                progress.losses, progress.subgoal_losses = [], []
             if self.state.step % config.eval.every_steps == 0 and self.state.step < config.max_steps:
                 self._record_eval(self.evaluate(), train_losses[-1] if train_losses else float("nan"))
             if self.state.step % config.checkpoint.every_steps == 0 or self.state.step == config.max_steps:
@@ -386,9 +395,15 @@ class Trainer:
     def _record_eval(self, val_loss: float | None, train_loss: float) -> None:
         if self.state.evals and self.state.evals[-1]["step"] == self.state.step:
             return  # already evaluated at this step (resume, or the last step)
-        self.state.evals.append({"step": self.state.step, "val_loss": val_loss, "train_loss": train_loss})
+        record = {"step": self.state.step, "val_loss": val_loss, "train_loss": train_loss}
+        key_pose = ""
+        if self.config.subgoal_weight > 0 and val_loss is not None:
+            record["val_subgoal_loss"] = self.val_subgoal_loss
+            key_pose = f", key-pose loss {self.val_subgoal_loss:.4f}"
+        self.state.evals.append(record)
         if val_loss is not None:
-            self._print(f"step {self.state.step}: val loss {val_loss:.4f}" + ("" if np.isnan(train_loss) else f", train loss {train_loss:.4f}"))
+            self._print(f"step {self.state.step}: val loss {val_loss:.4f}{key_pose}"
+                        + ("" if np.isnan(train_loss) else f", train loss {train_loss:.4f}"))
 
     def _summary(self, start_step: int, elapsed: float, train_losses: list[float], policy_dir: Path) -> TrainSummary:
         vals = [e["val_loss"] for e in self.state.evals if e["val_loss"] is not None]

@@ -158,6 +158,8 @@ def test_waypoint_chunks_are_poses_in_the_frame_at_the_sample(tmp_path):
     assert not sample["action_is_pad"].any()  # frames 4..23 of 30 are all real
     assert np.allclose(sample["action"].numpy(), expected, atol=1e-5)
     assert np.allclose(sample["state"].numpy(), 0.0)
+    stop = rate * base.dt * 26  # the key pose: where the base stops (frame 30), seen from frame 4
+    assert np.allclose(sample["subgoal"].numpy(), [radius * np.sin(stop), radius * (1 - np.cos(stop)), stop], atol=1e-5)
     late = LeRobotV3Dataset(tmp_path / "circle", base)[
         25
     ]  # 5 real steps, then the final pose repeats

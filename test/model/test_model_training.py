@@ -164,3 +164,38 @@ def test_state_dropout_hides_the_state_of_the_dropped_samples_only():
     half = losses(moved, 0.5) - losses(batch, 0.5)  # same generator: the same samples dropped
     unchanged = torch.isclose(half, torch.zeros_like(half), atol=1e-7)
     assert 0 < int(unchanged.sum()) < 8, half
+
+
+def test_key_pose_head_learns_its_targets_and_is_saved_with_the_policy(tmp_path, observe):
+    aloha = load_embodiment("aloha_sim")
+    model = fresh_policy(aloha)
+    model.add_subgoal_head()
+    assert model.config.decoder.subgoal
+    rng = np.random.default_rng(0)
+    batch = {
+        "state": torch.zeros(4, 14),
+        "actions": torch.tensor(rng.normal(size=(4, 6, 14)), dtype=torch.float32),
+        "instructions": INSTRUCTIONS,
+        "embodiment": "aloha_sim",
+        "subgoal": torch.tensor(rng.uniform(-1, 1, size=(4, 14)), dtype=torch.float32),
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(80):
+        out = model.compute_loss(batch, generator=torch.Generator().manual_seed(step), subgoal_weight=1.0)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["subgoal_loss"]))
+    assert losses[-1] < 0.1 * losses[0], losses[::10]  # the instruction alone tells the four apart
+    unknown = {**batch, "subgoal_is_pad": torch.ones(4, dtype=torch.bool)}
+    assert float(model.compute_loss(unknown, subgoal_weight=1.0)["subgoal_loss"]) == 0.0
+    without = model.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+    assert float(without["loss"].detach()) == float(without["flow_loss"])  # weight 0: reported, not trained
+
+    model.eval().save_pretrained(tmp_path / "policy")
+    loaded = QwenVLAPolicy.from_pretrained(tmp_path / "policy").eval()
+    assert loaded.config.decoder.subgoal
+    obs = observe(aloha, seed=1, instruction=INSTRUCTIONS[0])
+    np.testing.assert_allclose(loaded.predict_chunk(obs, aloha, seed=5).actions,
+                               model.predict_chunk(obs, aloha, seed=5).actions, atol=1e-6)
