@@ -140,6 +140,43 @@ class DiTBlock(nn.Module):
         return x + gate_m[:, None] * self.mlp(_modulate(self.norm_mlp(x), shift_m, scale_m))
 
 
+class KeyPoseHead(nn.Module):
+    """Predicts the episode's next key pose (:mod:`..data.keyframes`), a padded action row.
+
+    A query made from the prompt's last token attends over every backbone token. The prompt
+    ends with the instruction, so under causal attention the last token is one that has read
+    the words; the image tokens before it hold where each object is. "The blue cube" is then
+    a lookup: the query asks for blue, the attention finds the blue cube's patches, and an
+    MLP turns what it gathered into the joints of the grasp. Also returns the prediction
+    embedded as one condition token for the decoder's blocks.
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim, width = config.hidden_size, config.max_action_dim
+        self.query_norm = nn.LayerNorm(config.cond_dim, eps=1e-6)
+        self.query = nn.Linear(config.cond_dim, dim)
+        self.attention = Attention(dim, dim, config.num_heads, 0.0)
+        self.out = nn.Sequential(
+            nn.LayerNorm(2 * dim, eps=1e-6), nn.Linear(2 * dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, width)
+        )
+        self.token = nn.Linear(2 * width, dim)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self, cond: torch.Tensor, memory: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, cond_dim) features, (B, L, hidden) projected memory, (B, L) mask, (B, D) used
+        dimensions -> key pose (B, D), normalised action units, and its token (B, 1, hidden)."""
+        query = self.query(self.query_norm(last_token(cond, cond_mask)))[:, None]
+        gathered = self.attention(query, memory, cond_mask)
+        pose = self.out(torch.cat([gathered, query], dim=-1))[:, 0] * dim_mask
+        return pose, self.token(torch.cat([pose, dim_mask], dim=-1))[:, None]
+
+
 class ActionDiT(nn.Module):
     """Predicts the flow velocity of a padded action chunk.
 
@@ -167,8 +204,8 @@ class ActionDiT(nn.Module):
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.action_out = nn.Linear(dim, width)
-        if config.subgoal:
-            self._build_subgoal_head()
+        # the key-pose head (see condition); built before reset_parameters initialises it
+        self.key_pose = KeyPoseHead(config) if config.subgoal else None
         # Training only: recompute each block's activations in the backward pass.
         self.gradient_checkpointing = False
         self.reset_parameters()
@@ -187,24 +224,13 @@ class ActionDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def _build_subgoal_head(self) -> None:
-        width, dim = self.config.max_action_dim, self.config.hidden_size
-        self.subgoal_norm = nn.LayerNorm(self.config.cond_dim, eps=1e-6)
-        self.subgoal_head = nn.Linear(self.config.cond_dim, width)
-        self.subgoal_in = nn.Linear(2 * width, dim)
-        for layer in (self.subgoal_head, self.subgoal_in):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
     def add_subgoal_head(self) -> None:
         """Give a decoder built without one the key-pose head (fresh weights; no-op if present)."""
         if self.config.subgoal:
             return
         self.config = replace(self.config, subgoal=True)
-        device, dtype = self.cond_proj.weight.device, self.cond_proj.weight.dtype
-        self._build_subgoal_head()
-        for name in ("subgoal_norm", "subgoal_head", "subgoal_in"):
-            getattr(self, name).to(device=device, dtype=dtype)
+        self.key_pose = KeyPoseHead(self.config).to(device=self.cond_proj.weight.device,
+                                                      dtype=self.cond_proj.weight.dtype)
 
     def condition(
         self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
@@ -213,17 +239,14 @@ class ActionDiT(nn.Module):
         and the predicted key pose (B, max_action_dim; None without the head). Computed once
         per chunk and reused by every Euler step.
 
-        The key pose is read from the last real token: the prompt ends with the instruction,
-        so under causal attention only the tokens after it have seen both the images and the
-        words, which is what choosing the named object's pose needs.
+        The key pose comes from :class:`KeyPoseHead`; its token joins the memory, so every
+        block can read where the episode's next grasp will be.
         """
         dtype = self.cond_proj.weight.dtype
         memory = self.cond_proj(self.cond_norm(cond.to(dtype)))
-        if not self.config.subgoal:
+        if self.key_pose is None:
             return memory, cond_mask, None
-        mask = dim_mask.to(dtype)
-        subgoal = self.subgoal_head(self.subgoal_norm(last_token(cond, cond_mask).to(dtype))) * mask
-        token = self.subgoal_in(torch.cat([subgoal, mask], dim=-1))[:, None]
+        subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype))
         if cond_mask is not None:
             cond_mask = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), 1).bool()], dim=1)
         return torch.cat([memory, token], dim=1), cond_mask, subgoal
