@@ -52,6 +52,7 @@ from ..ros.messages import state_message_class
 from ..ros.qos import (
     ANY_DURABILITY,
     COMMAND,
+    JOINT_STATE_PUBLISHER,
     LATCHED,
     LATCHED_READER,
     RECORD_RELIABLE,
@@ -131,8 +132,10 @@ class SimBridgeNode(Node):
 
     def _make_interfaces(self) -> None:
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        # reliable with a deep history, as ros2_control's broadcaster: a recorder that falls
+        # behind gets retransmissions; the graph's best-effort readers still match
         self.state_pubs = {
-            s.name: self.create_publisher(state_message_class(s), s.topic, SENSOR)
+            s.name: self.create_publisher(state_message_class(s), s.topic, JOINT_STATE_PUBLISHER)
             for s in self.embodiment.state_sources
         }
         self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
