@@ -35,8 +35,8 @@ from . import layout as L
 from .chunks import action_chunk, all_chunks, integrate_steps, slice_key, waypoint_slices
 from .errors import DatasetError
 from .feature_map import resolve_features
-from .keyframes import gripper_slices, key_pose, keyframes
 from .images import ImageConversionError, compressed_to_rgb, resize_rgb
+from .keyframes import gripper_slices, key_pose, keyframes
 from .stats import (
     STAT_NAMES,
     array_stats,
