@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .processor import ImageOnlyProcessor, PromptSample, build_chat_prompt, load_processor
+from .token_grid import image_token_grid
 from .vision_attention import install_batched_vision_attention
 
 #: model_type -> family name used across the package.
@@ -37,6 +38,8 @@ class BackboneFeatures:
 
     features: torch.Tensor
     mask: torch.Tensor
+    #: (B, L, GRID_FEATURES): where each image token sits in its camera image (token_grid.py)
+    token_grid: torch.Tensor | None = None
 
 
 def _is_lora_layer(module: nn.Module) -> bool:
@@ -220,7 +223,9 @@ class QwenBackbone(nn.Module):
             features = outputs.last_hidden_state
         else:
             features = torch.cat([outputs.hidden_states[i] for i in self.feature_layers], dim=-1)
-        return BackboneFeatures(features=features, mask=inputs["attention_mask"].bool())
+        grid = image_token_grid(inputs["input_ids"], inputs.get("image_grid_thw"), self.model.config.image_token_id,
+                                self.model.config.vision_config.spatial_merge_size)
+        return BackboneFeatures(features=features, mask=inputs["attention_mask"].bool(), token_grid=grid)
 
     def set_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, eval mode) or unfreeze the backbone's weights."""

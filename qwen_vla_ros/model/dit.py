@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .token_grid import GRID_FEATURES
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -39,6 +41,9 @@ class DiTConfig:
     #: Predict the next key pose (see :mod:`..data.keyframes`) from the backbone's last token
     #: and give it to every block as one more condition token.
     subgoal: bool = False
+    #: Add a learned projection of each token's place in its camera image (token_grid.py)
+    #: to its memory entry. Comes with the key-pose head, which needs to know *where*.
+    token_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -206,6 +211,7 @@ class ActionDiT(nn.Module):
         self.action_out = nn.Linear(dim, width)
         # the key-pose head (see condition); built before reset_parameters initialises it
         self.key_pose = KeyPoseHead(config) if config.subgoal else None
+        self.grid_proj = nn.Linear(GRID_FEATURES, dim) if config.token_positions else None
         # Training only: recompute each block's activations in the backward pass.
         self.gradient_checkpointing = False
         self.reset_parameters()
@@ -220,30 +226,39 @@ class ActionDiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.modulation[-1].weight)
             nn.init.zeros_(block.modulation[-1].bias)
-        for layer in (self.final_modulation[-1], self.action_out):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        for layer in (self.final_modulation[-1], self.action_out, self.grid_proj):
+            if layer is not None:  # positions start unread: a trained decoder's memory is unchanged
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def add_subgoal_head(self) -> None:
-        """Give a decoder built without one the key-pose head (fresh weights; no-op if present)."""
-        if self.config.subgoal:
-            return
-        self.config = replace(self.config, subgoal=True)
-        self.key_pose = KeyPoseHead(self.config).to(device=self.cond_proj.weight.device,
-                                                      dtype=self.cond_proj.weight.dtype)
+        """Give a decoder built without them the key-pose head and token positions (fresh
+        weights; the positions' projection starts at zero). No-op where present."""
+        like = {"device": self.cond_proj.weight.device, "dtype": self.cond_proj.weight.dtype}
+        if not self.config.subgoal:
+            self.key_pose = KeyPoseHead(self.config).to(**like)
+        if not self.config.token_positions:
+            self.grid_proj = nn.Linear(GRID_FEATURES, self.config.hidden_size).to(**like)
+            nn.init.zeros_(self.grid_proj.weight)
+            nn.init.zeros_(self.grid_proj.bias)
+        self.config = replace(self.config, subgoal=True, token_positions=True)
 
     def condition(
-        self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
+        self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor,
+        token_grid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Backbone features (B, L, cond_dim) -> the blocks' memory (B, L', hidden), its mask,
         and the predicted key pose (B, max_action_dim; None without the head). Computed once
-        per chunk and reused by every Euler step.
+        per chunk and reused by every Euler step. ``token_grid``: (B, L, GRID_FEATURES) from
+        :func:`.token_grid.image_token_grid` (read with ``token_positions``; None = unknown).
 
         The key pose comes from :class:`KeyPoseHead`; its token joins the memory, so every
         block can read where the episode's next grasp will be.
         """
         dtype = self.cond_proj.weight.dtype
         memory = self.cond_proj(self.cond_norm(cond.to(dtype)))
+        if self.grid_proj is not None and token_grid is not None:
+            memory = memory + self.grid_proj(token_grid.to(dtype))
         if self.key_pose is None:
             return memory, cond_mask, None
         subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype))

@@ -51,6 +51,7 @@ def euler_loop(
     prefix_mask: torch.Tensor,
     sigmas: torch.Tensor,
     times: torch.Tensor,
+    token_grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate the flow from noise (t = 1) to actions (t = 0); :func:`flow.euler_sample` in
     plain tensor code, so it can be compiled and captured whole.
@@ -63,9 +64,10 @@ def euler_loop(
             step is frozen (all zero: no prefix).
         sigmas: (N + 1,) float32 flow times from 1 down to 0; times: (N,) the times the
             decoder is given (the scheduler's timesteps / 1000, as the eager sampler).
+        token_grid: (B, L, GRID_FEATURES) image-token positions of the features, or None.
     Returns (B, H, D) float32 actions, normalised.
     """
-    memory, feature_mask, _ = decoder.condition(features, feature_mask, dim_mask)
+    memory, feature_mask, _ = decoder.condition(features, feature_mask, dim_mask, token_grid)
     batch = noise.shape[0]
     sample = noise.float()
     for i in range(times.shape[0]):
@@ -148,7 +150,7 @@ class FastInference:
             full_prefix[:, : prefix.shape[1]] = prefix.to(noise.dtype)
             prefix_mask[:, : prefix.shape[1]] = 1.0
         arguments = (self.decoder, features.features, features.mask, state, dim_mask, noise, full_prefix,
-                     prefix_mask, sigmas, times)
+                     prefix_mask, sigmas, times, features.token_grid)
         if self.compile:
             try:
                 # CUDA graphs reuse their output buffer at the next replay: keep a copy

@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +28,9 @@ from .config import PolicyConfig
 from .dit import ActionDiT, DiTConfig, dit_preset
 from .errors import MissingNormalizationError, ModelInputError
 from .fast_path import DEFAULT_PROMPT_BUCKET, FastInference
-from .flow import euler_sample, interpolate, masked_mse, padded_noise, sample_time, target_velocity
-from .inputs import (
-    batch_arrays,
-    batch_embodiment_names,
-    batch_prompts,
-    check_vector,
-    observation_prompt,
-)
+from .flow import euler_sample, padded_noise
+from .inputs import check_vector, observation_prompt
+from .losses import flow_matching_loss
 from .normalization import NormStats, load_norm_stats, save_norm_stats
 
 EmbodimentLike = Embodiment | str
@@ -364,7 +358,8 @@ class QwenVLAPolicy(nn.Module):
         """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features;
         ``prefix`` (B, d, max_action_dim), normalised: the actions every chunk starts with."""
         # once, reused by every step
-        memory, memory_mask, _ = self.decoder.condition(features.features, features.mask, dim_mask)
+        memory, memory_mask, _ = self.decoder.condition(features.features, features.mask, dim_mask,
+                                                         features.token_grid)
 
         def velocity(sample: torch.Tensor, flow_time: torch.Tensor) -> torch.Tensor:
             return self.decoder(
@@ -443,9 +438,9 @@ class QwenVLAPolicy(nn.Module):
             ``action_is_pad``: optional bool (B, H), True = padded step (left out of the loss).
             ``instructions``: list of B non-empty strings.
             ``embodiment``: one name / :class:`Embodiment` for the batch, or a list of B.
-            ``subgoal``, ``subgoal_is_pad``: optional float (B, D) next key pose, model units
-            (:mod:`..data.keyframes`), and bool (B,) True = none known.
-        Returns ``loss`` (scalar, differentiable: the flow loss plus ``subgoal_weight`` times
+            ``subgoal``: optional float (B, D) next key pose, model units (:mod:`..data.keyframes`).
+        Computed by :func:`.losses.flow_matching_loss`. Returns ``loss`` (scalar,
+        differentiable: the flow loss plus ``subgoal_weight`` times
         ``subgoal_loss``), ``flow_loss``, ``subgoal_loss`` (MSE of the decoder's key-pose
         prediction, normalised units; 0 without the head or the targets), ``time`` (B,) and
         ``per_sample`` (B,) flow losses.
@@ -453,71 +448,10 @@ class QwenVLAPolicy(nn.Module):
         fraction of samples whose normalised state is replaced by 0 (the dataset mean), so the
         decoder must read the scene from the images and the instruction.
         """
-        embodiments = [self.resolve_embodiment(e) for e in batch_embodiment_names(batch)]
-        actions, state, step_mask = self._normalised_targets(batch, embodiments)
-        dims = [emb.action_dim for emb in embodiments]
-        norm_state, dim_mask = self._pad_rows(state, dims)
-        if state_dropout > 0:
-            dropped = torch.rand(len(dims), generator=generator) < state_dropout
-            norm_state = norm_state * (~dropped).to(norm_state.dtype)[:, None].to(norm_state.device)
-        norm_actions, _ = self._pad_rows(actions, dims)
-        inputs = self.backbone.prepare(batch_prompts(batch, embodiments))
-        with torch.no_grad() if self.config.freeze_backbone else nullcontext():
-            features = self.backbone(inputs)
-        memory, memory_mask, subgoal = self.decoder.condition(features.features, features.mask, dim_mask)
-        size = (len(embodiments), actions.shape[1], self.max_action_dim)
-        flow_time = sample_time(size[0], generator, torch.device("cpu")).to(self.device)
-        noise = padded_noise(size, dim_mask.cpu(), generator, "cpu", torch.float32).to(self.device)
-        predicted = self.decoder(
-            interpolate(norm_actions, noise, flow_time),
-            flow_time,
-            norm_state,
-            dim_mask,
-            memory,
-            memory_mask,
-            cond_projected=True,
-        )
-        weights = dim_mask[:, None, :] * step_mask[..., None]
-        target = target_velocity(norm_actions, noise)
-        flow_loss = masked_mse(predicted, target, weights)
-        subgoal_loss = self._subgoal_loss(subgoal, batch, embodiments, dim_mask)
-        return {
-            "loss": flow_loss + subgoal_weight * subgoal_loss if subgoal_weight > 0 else flow_loss,
-            "flow_loss": flow_loss.detach(),
-            "subgoal_loss": subgoal_loss.detach(),
-            "time": flow_time.detach(),
-            "per_sample": masked_mse(predicted, target, weights, per_sample=True).detach(),
-        }
-
-    def _subgoal_loss(self, predicted: torch.Tensor | None, batch: dict, embodiments: list[Embodiment],
-                      dim_mask: torch.Tensor) -> torch.Tensor:
-        """MSE of the predicted key pose against ``batch['subgoal']`` (normalised as actions)."""
-        if predicted is None or batch.get("subgoal") is None:
-            return dim_mask.new_zeros(())
-        rows = torch.as_tensor(batch["subgoal"]).detach().cpu().numpy().astype(np.float64)
-        target = np.zeros((len(embodiments), self.max_action_dim))
-        for i, emb in enumerate(embodiments):
-            dim = emb.action_dim
-            target[i, :dim] = self.normalization_for(emb).normalize_actions(rows[i, :dim])
-        known = ~torch.as_tensor(batch.get("subgoal_is_pad", torch.zeros(len(embodiments), dtype=torch.bool)))
-        weights = dim_mask * known.to(dim_mask.device, dim_mask.dtype)[:, None]
-        target_tensor = torch.as_tensor(target, dtype=predicted.dtype, device=predicted.device)
-        return masked_mse(predicted, target_tensor, weights)
+        return flow_matching_loss(self, batch, generator, state_dropout, subgoal_weight)
 
     def add_subgoal_head(self) -> None:
         """Give the decoder the key-pose head (fresh weights) if it has none; see
         :meth:`.dit.ActionDiT.condition`. The saved config records it."""
         self.decoder.add_subgoal_head()
         self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
-
-    def _normalised_targets(self, batch: dict, embodiments: list[Embodiment]):
-        """Normalised actions (B, H, D) and state (B, D) as numpy, and the step mask (B, H)."""
-        actions, state, step_mask = batch_arrays(
-            batch, embodiments, self.config.decoder.max_horizon
-        )
-        norm_actions, norm_state = np.zeros_like(actions), np.zeros_like(state)
-        for i, emb in enumerate(embodiments):
-            stats, dim = self.normalization_for(emb), emb.action_dim
-            norm_actions[i, :, :dim] = stats.normalize_actions(actions[i, :, :dim])
-            norm_state[i, :dim] = stats.normalize_state(state[i, :dim])
-        return norm_actions, norm_state, step_mask.to(self.device)

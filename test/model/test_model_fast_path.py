@@ -96,11 +96,13 @@ def test_warm_up_runs_one_dummy_chunk(embodiment):
     assert policy.warm_up(embodiment, num_steps=2, batch_size=2) > 0
 
 
-def test_the_key_pose_head_reads_the_same_last_token_when_prompts_are_padded(embodiment, observe):
+def test_the_key_pose_head_and_token_positions_survive_prompt_padding(embodiment, observe):
     plain, fast = _policy(embodiment), _policy(embodiment)
     for policy in (plain, fast):
         torch.manual_seed(2)  # the same fresh head weights
         policy.add_subgoal_head()
+        with torch.no_grad():  # token positions read (they start at zero)
+            policy.decoder.grid_proj.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     fast.enable_fast_inference()  # right-pads both prompts to a bucket; eager pads the shorter one
     with_head = _chunks(plain, embodiment, observe)
     np.testing.assert_allclose(_chunks(fast, embodiment, observe), with_head, atol=1e-5)
