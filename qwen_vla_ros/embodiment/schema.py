@@ -62,6 +62,10 @@ class CameraSpec(_Strict):
     image_size: tuple[int, int] = Field(description="[height, width] fed to the model, px")
     required: bool = True
     max_age_s: float = Field(0.2, gt=0, description="older frames are stale, s")
+    sim_fovy_deg: float | None = Field(
+        None, gt=0, lt=180, description="simulator only: vertical field of view of the simulated camera, deg "
+        "(None: the scene's own); a real rig ignores it"
+    )
 
     @field_validator("image_size")
     @classmethod

@@ -136,7 +136,8 @@ class AlohaSim:
                     f"embodiment camera {camera.name!r} has no sim camera; known: "
                     f"{sorted(CAMERA_STAND_INS)}"
                 )
-            cameras[camera.name] = SimCamera(CAMERA_STAND_INS[camera.name], *(render_size or camera.image_size))
+            cameras[camera.name] = SimCamera(CAMERA_STAND_INS[camera.name], *(render_size or camera.image_size),
+                                             fovy_deg=camera.sim_fovy_deg)
         grippers = [g.gripper for g in embodiment.action_groups if g.kind == "gripper" and g.gripper]
         gripper = GripperConversion.from_calibration(grippers[0]) if grippers else None
         return cls(task=task, cameras=cameras, gripper=gripper, **kwargs)

@@ -55,6 +55,8 @@ class SimCamera:
     mujoco_camera: str
     height: int = 224
     width: int = 224
+    #: vertical field of view to render with, deg; None keeps the scene's
+    fovy_deg: float | None = None
 
     def __post_init__(self) -> None:
         for side, value in (("height", self.height), ("width", self.width)):
@@ -90,6 +92,7 @@ class OffscreenCameras:
         self._model = model
         self._cameras = {str(k): as_sim_camera(v) for k, v in cameras.items()}
         self._camera_ids = {k: self._camera_id(c.mujoco_camera) for k, c in self._cameras.items()}
+        self._set_fields_of_view()
         self._fast = quality == "fast"
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._prepare_model_for_rendering()
@@ -124,6 +127,18 @@ class OffscreenCameras:
             available = [self._model.camera(i).name for i in range(self._model.ncam)]
             raise SimConfigError(f"the model has no camera {mujoco_camera!r}; it has {available}")
         return camera_id
+
+    def _set_fields_of_view(self) -> None:
+        """Apply each camera's ``fovy_deg`` to this model's copy of its MuJoCo camera."""
+        chosen: dict[int, float] = {}
+        for name, camera in self._cameras.items():
+            if camera.fovy_deg is None:
+                continue
+            camera_id = self._camera_ids[name]
+            if chosen.setdefault(camera_id, camera.fovy_deg) != camera.fovy_deg:
+                raise SimConfigError(f"MuJoCo camera {camera.mujoco_camera!r} is asked for two fields of view "
+                                     f"({chosen[camera_id]} and {camera.fovy_deg} deg)")
+            self._model.cam_fovy[camera_id] = camera.fovy_deg
 
     def _check_name(self, name: str) -> str:
         if name not in self._cameras:

@@ -115,7 +115,7 @@ def aloha():
         (lambda o: setattr(o, "state", o.state[:13]), r"expected shape \(14,\), got \(13,\)"),
         (
             lambda o: o.images.__setitem__("cam_high", o.images["cam_high"][:80]),
-            "expected 96x96 .* got 80x96",
+            "expected 112x112 .* got 80x112",
         ),
         (
             lambda o: o.images.__setitem__("cam_high", o.images["cam_high"][..., :1]),

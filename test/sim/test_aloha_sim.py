@@ -11,6 +11,7 @@ from qwen_vla_ros.sim import (
     START_ARM_POSE,
     AlohaSim,
     SimConfigError,
+    SimCamera,
     SimInputError,
 )
 
@@ -212,3 +213,24 @@ def test_matches_gym_aloha_trajectory(gl_available):
         ours += [*positions[:6], embodiment.gripper_state_to_normalised(group, positions[7])]
     env.close()
     np.testing.assert_allclose(ours, obs["agent_pos"], atol=1e-6)
+
+
+def test_a_narrower_field_of_view_shows_the_cube_larger(gl_available):
+    def cube_pixels(fovy_deg):
+        sim = AlohaSim(task="transfer_cube", cameras={"cam_high": SimCamera("top", 96, 96, fovy_deg=fovy_deg)})
+        try:
+            sim.reset(seed=0)
+            image = sim.render("cam_high").astype(int)
+        finally:
+            sim.close()
+        return int(((image[..., 0] > 150) & (image[..., 1] < 90) & (image[..., 2] < 90)).sum())  # the red cube
+
+    scene, zoomed = cube_pixels(None), cube_pixels(45.0)
+    assert zoomed > 3 * max(scene, 1), (scene, zoomed)
+    assert load_embodiment("aloha_sim").cameras[0].sim_fovy_deg == 45.0
+
+
+def test_one_mujoco_camera_cannot_take_two_fields_of_view():
+    cameras = {"a": SimCamera("top", 32, 32, fovy_deg=40.0), "b": SimCamera("top", 32, 32, fovy_deg=60.0)}
+    with pytest.raises(SimConfigError, match="two fields of view"):
+        AlohaSim(task="transfer_cube", cameras=cameras)
