@@ -10,8 +10,8 @@ from qwen_vla_ros.sim import (
     INTERBOTIX_JOINT_STATE_NAMES,
     START_ARM_POSE,
     AlohaSim,
-    SimConfigError,
     SimCamera,
+    SimConfigError,
     SimInputError,
 )
 
