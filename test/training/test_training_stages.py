@@ -136,3 +136,19 @@ def test_training_lowers_the_held_out_loss(tmp_path, small_config):
     losses = [e["val_loss"] for e in state["evals"]]
     assert len(losses) >= 3  # measured before training and during it
     assert summary.final_val_loss < 0.8 * summary.initial_val_loss, losses
+
+
+def test_a_key_pose_weight_gives_the_policy_a_head_that_trains_and_is_saved(tmp_path, small_config, embodiment_files):
+    from qwen_vla_ros.training.trainer import Trainer
+
+    trainer = Trainer(small_config("sft", subgoal_weight=1.0), "tiny", tmp_path, progress=False)
+    head = trainer.policy.decoder.key_pose
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert head is not None and all(id(p) in optimised for p in head.parameters())
+    before = {name: p.detach().clone() for name, p in head.named_parameters()}
+    summary = trainer.run()
+    assert summary.step == 2
+    assert any(not torch.equal(before[name], p) for name, p in head.named_parameters())  # it trained
+    assert np.isfinite(trainer.state.evals[-1]["val_subgoal_loss"]) and trainer.state.evals[-1]["val_subgoal_loss"] > 0
+    policy = _check_policy_folder(tmp_path / "final", embodiment_files["aloha_small"])
+    assert policy.config.decoder.subgoal and policy.config.decoder.token_positions
