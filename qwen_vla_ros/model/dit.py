@@ -38,8 +38,9 @@ class DiTConfig:
     max_action_dim: int = 32
     max_horizon: int = 64
     dropout: float = 0.0
-    #: Predict the next key pose (see :mod:`..data.keyframes`) from the backbone's last token
-    #: and give it to every block as one more condition token.
+    #: The key-pose head (``subgoal`` everywhere in configs and batches): predict the next key
+    #: pose (:mod:`..data.keyframes`) with :class:`KeyPoseHead` and give it to every block as one
+    #: more condition token.
     subgoal: bool = False
     #: Add a learned projection of each token's place in its camera image (token_grid.py)
     #: to its memory entry. Comes with the key-pose head, which needs to know *where*.
