@@ -19,10 +19,9 @@ SENSOR = qos_profile_sensor_data
 #: matches the publisher (rosbag2 style) gets retransmissions instead of losses on a busy
 #: machine. The depth is 4 s at 50 Hz: a loaded reader that far behind still gets every
 #: sample (a writer resends only what its history still holds). Camera frames stay best
-#: effort (SENSOR): with a reliable 200-frame history of 230 kB frames, a test process's
-#: recorder once received no joint states at all and a later test's cameras stopped
-#: arriving in the same process (suspected: Fast DDS shared-memory buffers held by the
-#: reliable history; not proven).
+#: effort (SENSOR). A first reliable try starved a test's recorder of joint states; the
+#: cause was Fast DDS's default 512 KiB shared-memory segment, which camera frames filled
+#: (fixed by config/dds/fastdds_large_frames.xml, docs/dds.md).
 JOINT_STATE_PUBLISHER = QoSProfile(
     depth=200,
     history=HistoryPolicy.KEEP_LAST,

@@ -16,13 +16,18 @@ def _frames() -> np.ndarray:
     return frames
 
 
-def test_lossless_444_video_returns_the_frames_it_was_given(tmp_path):
-    frames = _frames()
-    writer = VideoFileWriter(tmp_path / "v.mp4", 50, (96, 96), "libx264", crf=0, pix_fmt="yuv444p")
+def _round_trip(path, frames: np.ndarray, pix_fmt: str) -> np.ndarray:
+    """Write ``frames`` losslessly (x264 crf 0) in ``pix_fmt`` and decode them again."""
+    writer = VideoFileWriter(path, 50, (96, 96), "libx264", crf=0, pix_fmt=pix_fmt)
     for frame in frames:
         writer.add(frame)
     writer.close()
-    decoded = decode_frames(tmp_path / "v.mp4", 0.0, len(frames), 50, (96, 96))
+    return decode_frames(path, 0.0, len(frames), 50, (96, 96))
+
+
+def test_lossless_444_video_returns_the_frames_it_was_given(tmp_path):
+    frames = _frames()
+    decoded = _round_trip(tmp_path / "v.mp4", frames, "yuv444p")
     assert np.abs(decoded.astype(int) - frames.astype(int)).max() <= 2
     with av.open(str(tmp_path / "v.mp4")) as container:  # the fast path agrees with swscale's
         for frame in container.decode(video=0):
@@ -32,11 +37,7 @@ def test_lossless_444_video_returns_the_frames_it_was_given(tmp_path):
 
 def test_420_video_keeps_less_colour_of_a_small_object(tmp_path):
     frames = _frames()
-    writer = VideoFileWriter(tmp_path / "v.mp4", 50, (96, 96), "libx264", crf=0, pix_fmt="yuv420p")
-    for frame in frames:
-        writer.add(frame)
-    writer.close()
-    decoded = decode_frames(tmp_path / "v.mp4", 0.0, len(frames), 50, (96, 96))
+    decoded = _round_trip(tmp_path / "v.mp4", frames, "yuv420p")
     cube = (slice(None), slice(40, 43), slice(50, 53))
     assert np.abs(decoded[cube].astype(int) - frames[cube].astype(int)).max() > 10
 
