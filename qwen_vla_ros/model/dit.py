@@ -45,6 +45,10 @@ class DiTConfig:
     #: Add a learned projection of each token's place in its camera image (token_grid.py)
     #: to its memory entry. Comes with the key-pose head, which needs to know *where*.
     token_positions: bool = False
+    #: The key-pose head also *points*: a softmax over the memory tokens that a grounding loss
+    #: trains to peak on the named object's image token (training/grounding.py); what it points
+    #: at feeds the key pose. Comes with the key-pose head.
+    grounding: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -167,18 +171,53 @@ class KeyPoseHead(nn.Module):
             nn.LayerNorm(2 * dim, eps=1e-6), nn.Linear(2 * dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, width)
         )
         self.token = nn.Linear(2 * width, dim)
+        self.point_key: nn.Linear | None = None
+        self.pointed: nn.Linear | None = None
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if config.grounding:
+            self.add_pointer()
+
+    def add_pointer(self) -> None:
+        """The grounding pointer (fresh weights; what it reads starts at zero, so a trained
+        head's key pose is unchanged until the pointer learns). No-op where present."""
+        if self.point_key is not None:
+            return
+        dim = self.query.out_features
+        like = {"device": self.query.weight.device, "dtype": self.query.weight.dtype}
+        self.point_key, self.pointed = nn.Linear(dim, dim, **like), nn.Linear(dim, dim, **like)
+        nn.init.xavier_uniform_(self.point_key.weight)
+        nn.init.zeros_(self.point_key.bias)
+        nn.init.zeros_(self.pointed.weight)
+        nn.init.zeros_(self.pointed.bias)
+
+    def make_query(self, cond: torch.Tensor, cond_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, cond_dim) features -> (B, 1, hidden) query from the prompt's last token."""
+        return self.query(self.query_norm(last_token(cond, cond_mask)))[:, None]
+
+    def pointer_logits(self, query: torch.Tensor, memory: torch.Tensor, cond_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1, hidden) query, (B, L, hidden) memory -> (B, L) logits of where the named
+        object is (padding at -inf). Needs the pointer (``DiTConfig.grounding``)."""
+        if self.point_key is None:
+            raise ValueError("this key-pose head has no grounding pointer (DiTConfig.grounding)")
+        logits = (query @ self.point_key(memory).transpose(1, 2))[:, 0] / math.sqrt(memory.shape[-1])
+        if cond_mask is not None:
+            logits = logits.masked_fill(~cond_mask.bool(), float("-inf"))
+        return logits
 
     def forward(
         self, cond: torch.Tensor, memory: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, cond_dim) features, (B, L, hidden) projected memory, (B, L) mask, (B, D) used
         dimensions -> key pose (B, D), normalised action units, and its token (B, 1, hidden)."""
-        query = self.query(self.query_norm(last_token(cond, cond_mask)))[:, None]
+        query = self.make_query(cond, cond_mask)
         gathered = self.attention(query, memory, cond_mask)
+        if self.pointed is not None:
+            # The memory entry pointed at carries the token's image position (token_grid.py).
+            weights = self.pointer_logits(query, memory, cond_mask).softmax(dim=-1)
+            gathered = gathered + self.pointed(weights[:, None] @ memory)
         pose = self.out(torch.cat([gathered, query], dim=-1))[:, 0] * dim_mask
         return pose, self.token(torch.cat([pose, dim_mask], dim=-1))[:, None]
 
@@ -244,6 +283,27 @@ class ActionDiT(nn.Module):
             nn.init.zeros_(self.grid_proj.bias)
         self.config = replace(self.config, subgoal=True, token_positions=True)
 
+    def add_grounding_pointer(self) -> None:
+        """Give the key-pose head (added if missing) its grounding pointer. No-op where present."""
+        self.add_subgoal_head()
+        self.key_pose.add_pointer()
+        self.config = replace(self.config, grounding=True)
+
+    def memory(self, cond: torch.Tensor, token_grid: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone features (B, L, cond_dim) -> the blocks' memory before the key-pose token."""
+        dtype = self.cond_proj.weight.dtype
+        memory = self.cond_proj(self.cond_norm(cond.to(dtype)))
+        if self.grid_proj is not None and token_grid is not None:
+            memory = memory + self.grid_proj(token_grid.to(dtype))
+        return memory
+
+    def point(self, cond: torch.Tensor, cond_mask: torch.Tensor | None, token_grid: torch.Tensor | None) -> torch.Tensor:
+        """(B, L) logits of the grounding pointer over the backbone's tokens (see KeyPoseHead)."""
+        if self.key_pose is None:
+            raise ValueError("this decoder has no key-pose head to point with (DiTConfig.subgoal)")
+        memory = self.memory(cond, token_grid)
+        return self.key_pose.pointer_logits(self.key_pose.make_query(cond.to(memory.dtype), cond_mask), memory, cond_mask)
+
     def condition(
         self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor,
         token_grid: torch.Tensor | None = None,
@@ -257,9 +317,7 @@ class ActionDiT(nn.Module):
         block can read where the episode's next grasp will be.
         """
         dtype = self.cond_proj.weight.dtype
-        memory = self.cond_proj(self.cond_norm(cond.to(dtype)))
-        if self.grid_proj is not None and token_grid is not None:
-            memory = memory + self.grid_proj(token_grid.to(dtype))
+        memory = self.memory(cond, token_grid)
         if self.key_pose is None:
             return memory, cond_mask, None
         subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype))

@@ -455,3 +455,9 @@ class QwenVLAPolicy(nn.Module):
         :meth:`.dit.ActionDiT.condition`. The saved config records it."""
         self.decoder.add_subgoal_head()
         self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
+
+    def add_grounding_pointer(self) -> None:
+        """Give the key-pose head (added if missing) its grounding pointer; see
+        :class:`.dit.KeyPoseHead` and :mod:`qwen_vla_ros.training.grounding`."""
+        self.decoder.add_grounding_pointer()
+        self.config = dataclasses.replace(self.config, decoder=self.decoder.config)

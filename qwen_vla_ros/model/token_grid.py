@@ -50,3 +50,23 @@ def image_token_grid(
     if image != len(shapes):
         raise ValueError(f"image_grid_thw describes {len(shapes)} images, the prompts hold {image}")
     return grid.to(input_ids.device)
+
+
+def nearest_image_tokens(grid: torch.Tensor, camera_index: torch.Tensor, image_xy: torch.Tensor) -> torch.Tensor:
+    """The token of each row whose merged patch holds a point of one of its images.
+
+    ``grid``: (B, L, GRID_FEATURES) from :func:`image_token_grid`; ``camera_index``: (B,) the
+    image's index within its sample (< MAX_GRID_CAMERAS); ``image_xy``: (B, 2) the point in
+    normalised image coordinates (0 left/top .. 1 right/bottom). Returns (B,) token indices
+    (the patch whose centre is nearest, i.e. the one that contains the point).
+    """
+    camera_index = camera_index.to(grid.device).long()
+    if (camera_index >= MAX_GRID_CAMERAS).any() or (camera_index < 0).any():
+        raise ValueError(f"camera_index must lie in [0, {MAX_GRID_CAMERAS}), got {camera_index.tolist()}")
+    rows = torch.arange(len(grid), device=grid.device)
+    of_camera = (grid[..., 0] > 0) & (grid[rows, :, 3 + camera_index] > 0)  # (B, L)
+    if not of_camera.any(dim=1).all():
+        raise ValueError("a row has no image tokens of the asked camera")
+    point = image_xy.to(grid.device, grid.dtype) * 2.0 - 1.0  # the grid's [-1, 1] convention
+    distance = ((grid[..., 1:3] - point[:, None]) ** 2).sum(-1).masked_fill(~of_camera, float("inf"))
+    return distance.argmin(dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen_vla_ros.model.token_grid import GRID_FEATURES, image_token_grid
+from qwen_vla_ros.model.token_grid import GRID_FEATURES, image_token_grid, nearest_image_tokens
 
 IMAGE = 9
 
@@ -33,3 +33,15 @@ def test_prompts_and_grids_that_disagree_are_refused():
     with pytest.raises(ValueError, match="more image tokens"):
         image_token_grid(ids, torch.tensor([[1, 2, 4]]), IMAGE, merge_size=2)
     assert not image_token_grid(torch.tensor([[1, 2]]), None, IMAGE, merge_size=2).any()
+
+
+def test_the_token_holding_a_point_is_found_in_the_asked_camera():
+    # a 4x6-patch image (2x3 merged tokens) then a 2x4 one (1x2 tokens), text around them
+    ids = torch.tensor([[5, IMAGE, IMAGE, IMAGE, IMAGE, IMAGE, IMAGE, 5, IMAGE, IMAGE, 5]])
+    grid = image_token_grid(ids, torch.tensor([[1, 4, 6], [1, 2, 4]]), IMAGE, merge_size=2)
+    first = nearest_image_tokens(grid, torch.tensor([0]), torch.tensor([[0.9, 0.9]]))
+    assert first.tolist() == [6]  # bottom-right token of the first image
+    second = nearest_image_tokens(grid, torch.tensor([1]), torch.tensor([[0.1, 0.2]]))
+    assert second.tolist() == [8]  # left token of the second image, not the first image's
+    with pytest.raises(ValueError, match="no image tokens"):
+        nearest_image_tokens(grid, torch.tensor([2]), torch.tensor([[0.5, 0.5]]))
