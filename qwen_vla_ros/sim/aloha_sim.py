@@ -227,6 +227,17 @@ class AlohaSim:
         # MuJoCo clamps to the finger actuator range (0.021 .. 0.057 m), as gym-aloha does.
         self._data.ctrl[arm.finger_ctrl] = (finger, -finger)
 
+    def place_arm(self, side: str, joint_positions_rad, opening: float) -> None:
+        """Put one arm at a pose at once, targets too (no physics step): for rendering what
+        the cameras see with the arm there (grounding scenes), not for control."""
+        self.set_arm_targets(side, joint_positions_rad)
+        self.set_gripper_opening(side, opening)
+        arm = self._arms[check_side(side)]
+        self._data.qpos[arm.arm_qpos] = self._data.ctrl[arm.arm_ctrl]
+        self._data.qpos[arm.finger_qpos] = self._data.ctrl[arm.finger_ctrl]
+        self._data.qvel[arm.arm_dof] = 0.0
+        mujoco.mj_forward(self._model, self._data)
+
     def arm_targets(self, side: str) -> np.ndarray:
         """The arm position targets in force now, rad (6,)."""
         return self._data.ctrl[self._arms[check_side(side)].arm_ctrl].copy()
@@ -296,6 +307,20 @@ class AlohaSim:
     def render(self, camera_name: str) -> np.ndarray:
         """Image of one configured camera: (height, width, 3) uint8 RGB."""
         return self._cameras.render(self._data, camera_name)
+
+    def image_point(self, camera_name: str, world_xyz) -> tuple[float, float]:
+        """Where a world point (m) appears in a camera's image now: normalised coordinates
+        (0 left/top .. 1 right/bottom; pinhole with the camera's vertical field of view, as
+        MuJoCo renders; a resize of the image keeps them)."""
+        spec = self._cameras.spec(camera_name)
+        camera_id = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, spec.mujoco_camera)
+        rotation = self._data.cam_xmat[camera_id].reshape(3, 3)
+        local = rotation.T @ (np.asarray(world_xyz, dtype=np.float64) - self._data.cam_xpos[camera_id])
+        focal = (spec.height / 2) / np.tan(np.radians(self._model.cam_fovy[camera_id]) / 2)
+        depth = -local[2]  # MuJoCo cameras look along -z, with y up
+        x = spec.width / 2 + focal * local[0] / depth
+        y = spec.height / 2 - focal * local[1] / depth
+        return float(x / spec.width), float(y / spec.height)
 
     def joint_states(self, side: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(names, positions, velocities) as the rig publishes on /follower_{side}/joint_states.

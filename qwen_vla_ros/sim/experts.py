@@ -93,6 +93,17 @@ class ScriptedExpert:
     def plan(self, start: dict[str, Waypoint], objects: dict[str, np.ndarray], goal: str | None) -> dict[str, list[Waypoint]]:
         raise NotImplementedError
 
+    def grasp_step(self) -> int:
+        """The control step at which the first gripper starts to close (after :meth:`reset`):
+        until then the objects lie where they were placed."""
+        starts = [
+            earlier.step
+            for plan in self._plans.values()
+            for earlier, later in zip(plan, plan[1:], strict=False)
+            if later.gripper < earlier.gripper
+        ]
+        return min(starts, default=self.episode_steps)
+
     def action(self) -> np.ndarray:
         """The next step's 14 targets (rad, opening), then advance one control step."""
         values = []

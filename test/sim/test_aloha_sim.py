@@ -234,3 +234,28 @@ def test_one_mujoco_camera_cannot_take_two_fields_of_view():
     cameras = {"a": SimCamera("top", 32, 32, fovy_deg=40.0), "b": SimCamera("top", 32, 32, fovy_deg=60.0)}
     with pytest.raises(SimConfigError, match="two fields of view"):
         AlohaSim(task="transfer_cube", cameras=cameras)
+
+
+def test_image_point_lands_on_the_object_in_the_rendered_frame(gl_available):
+    cameras = {"cam_high": SimCamera("top", 96, 128, fovy_deg=45.0)}  # 4:3, as the rig renders
+    sim = AlohaSim(task="transfer_cube", cameras=cameras)
+    try:
+        for seed in (0, 1, 2):
+            sim.reset(seed=seed)
+            x, y = sim.image_point("cam_high", sim.object_poses()["box"][:3])
+            assert 0.0 < x < 1.0 and 0.0 < y < 1.0
+            red, green, blue = sim.render("cam_high")[int(y * 96), int(x * 128)].astype(int)
+            assert red > 150 and green < 90 and blue < 90, (seed, red, green, blue)  # the red cube
+    finally:
+        sim.close()
+
+
+def test_place_arm_puts_an_arm_at_a_pose_without_simulating(sim):
+    before = sim.sim_time
+    sim.place_arm("left", TARGET, 0.8)
+    np.testing.assert_allclose(sim.arm_positions("left"), TARGET)
+    np.testing.assert_allclose(sim.arm_targets("left"), TARGET)  # and holds it when stepped
+    assert sim.gripper_opening("left") == pytest.approx(0.8, abs=1e-6)
+    assert sim.sim_time == before
+    with pytest.raises(SimInputError, match="outside joint limits"):
+        sim.place_arm("right", [9.0, 0, 0, 0, 0, 0], 0.5)

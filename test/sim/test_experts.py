@@ -59,6 +59,23 @@ def test_pick_color_follows_the_goal_not_the_seed():
             env.close()
 
 
+@pytest.mark.parametrize(("task", "step"), [("pick_color", 130), ("transfer_cube", 130), ("insertion", 170)])
+def test_grasp_step_is_where_the_first_gripper_starts_to_close(task, step):
+    from qwen_vla_ros.training.sim_env import AlohaSimEnv
+
+    env = AlohaSimEnv(load_embodiment("aloha_sim"), task, "expert", render_size=(48, 64))
+    try:
+        env.reset(3)
+        expert = expert_for(task)
+        expert.reset(env.sim)
+        assert expert.grasp_step() == step
+        openings = np.array([expert.action()[[6, 13]] for _ in range(step + 20)])
+        assert (np.diff(openings[: step + 1], axis=0) >= -1e-9).all()  # nothing closes before it
+        assert (np.diff(openings[step:], axis=0) < 0).any()  # something closes right after
+    finally:
+        env.close()
+
+
 def test_instruction_names_the_goal():
     goals = ("red", "green", "blue")
     assert goal_from_instruction("Pick up the BLUE cube!", goals) == "blue"
