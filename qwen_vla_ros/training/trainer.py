@@ -154,6 +154,8 @@ class Trainer:
         self.hook = hook
         if config.subgoal_weight > 0:
             self.policy.add_subgoal_head()  # before the optimizer, so its weights train
+        if hook is not None and callable(getattr(hook, "prepare", None)):
+            hook.prepare(self.policy, dict(config.image_text.options))  # heads the hook trains
         prepare_policy_for_training(self.policy, config, train_lm_head=hook is not None)
         self.memory_estimate = self._estimate_memory()
         optimizer = torch.optim.AdamW(

@@ -1,0 +1,106 @@
+"""Grounding scenes: simulated views that say where the named object is, and the hook that
+trains the decoder's pointer on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qwen_vla_ros.demonstrations import EVAL_SEED_START
+from qwen_vla_ros.embodiment import load_embodiment
+from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
+from qwen_vla_ros.sim import GL_BACKEND
+from qwen_vla_ros.sim.aloha_tasks import sample_pick_color
+from qwen_vla_ros.sim.goals import goal_from_instruction
+from qwen_vla_ros.training.errors import TrainingError
+from qwen_vla_ros.training.grounding import GroundingScenes, grounding_loss, pointer_accuracy
+
+pytestmark = pytest.mark.skipif(GL_BACKEND is None, reason="no offscreen OpenGL backend for MuJoCo")
+
+#: Which channel dominates each cube's colour in the rendered image.
+CHANNEL = {"red": 0, "green": 1, "blue": 2}
+
+
+@pytest.fixture(scope="module")
+def aloha():
+    return load_embodiment("aloha_sim")
+
+
+@pytest.fixture(scope="module")
+def home_scenes(aloha):
+    scenes = GroundingScenes(aloha, "pick_color", approach_fraction=0.0, seed=3)
+    yield scenes
+    scenes.env.close()
+
+
+def test_each_scene_points_at_the_cube_its_instruction_names(home_scenes):
+    for scene in home_scenes.batch(6):
+        assert goal_from_instruction(scene.observation.instruction, ("red", "green", "blue")) == scene.goal
+        assert 1_000 <= scene.seed < EVAL_SEED_START
+        image = scene.observation.images["cam_high"].astype(int)
+        height, width = image.shape[:2]
+        pixel = image[int(scene.image_xy[1] * height), int(scene.image_xy[0] * width)]
+        assert pixel.argmax() == CHANNEL[scene.goal] and pixel.max() - pixel.min() > 60, (scene.goal, pixel)
+        arms = [*range(6), *range(7, 13)]  # the start pose's grippers differ from the home position's
+        np.testing.assert_allclose(scene.observation.state[arms], home_scenes.embodiment.home_position[arms], atol=0.01)
+
+
+def test_approach_scenes_move_the_arms_and_leave_the_cubes_where_they_were_placed(aloha):
+    scenes = GroundingScenes(aloha, "pick_color", approach_fraction=1.0, seed=5)
+    try:
+        moved = []
+        for _ in range(3):
+            scene = scenes.sample()
+            placed, _ = sample_pick_color(scene.seed)
+            now = np.concatenate([scenes.env.sim.object_poses()[b] for b in ("box", "box_green", "box_blue")])
+            np.testing.assert_allclose(now, placed)
+            moved.append(np.abs(scene.observation.state - aloha.home_position).max())
+        assert max(moved) > 0.1, moved
+    finally:
+        scenes.env.close()
+
+
+def test_held_out_scenes_take_evaluation_seeds_and_unknown_tasks_are_refused(aloha):
+    held_out = GroundingScenes(aloha, "transfer_cube", approach_fraction=0.0, seeds=(EVAL_SEED_START, 2 * EVAL_SEED_START))
+    try:
+        scene = held_out.sample()
+        assert scene.seed >= EVAL_SEED_START and scene.goal is None
+    finally:
+        held_out.env.close()
+    with pytest.raises(TrainingError, match="names one object"):
+        GroundingScenes(aloha, "insertion")
+    with pytest.raises(TrainingError, match="camera"):
+        GroundingScenes(aloha, "pick_color", camera="cam_side")
+
+
+def test_the_pointer_learns_where_the_named_cubes_are(home_scenes, aloha):
+    policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=0), "tiny", seed=0)
+    policy.set_normalization(aloha.name, NormStats.from_limits(aloha))
+    policy.add_grounding_pointer()
+    scenes = home_scenes.batch(4)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = grounding_loss(policy.train(), scenes, aloha)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.2 * losses[0], losses[::5]
+    assert pointer_accuracy(policy.eval(), scenes, aloha) == {"hit": 1.0, "near": 1.0}
+
+
+def test_a_stage_with_the_grounding_hook_trains_the_pointer_and_saves_it(tmp_path, small_config, embodiment_files):
+    from qwen_vla_ros.training.trainer import Trainer
+
+    hook = {"enabled": True, "hook": "qwen_vla_ros.training.grounding:scene_grounding_loss", "weight": 1.0,
+            "options": {"embodiment": embodiment_files["aloha_small"], "batch_size": 2, "approach_fraction": 0.0}}
+    trainer = Trainer(small_config("cpt", subgoal_weight=1.0, image_text=hook), "tiny", tmp_path, progress=False)
+    pointer = trainer.policy.decoder.key_pose.point_key
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert pointer is not None and all(id(p) in optimised for p in pointer.parameters())
+    before = pointer.weight.detach().clone()
+    summary = trainer.run()
+    assert summary.step == 2 and not torch.equal(before, pointer.weight)
+    assert QwenVLAPolicy.from_pretrained(tmp_path / "final").config.decoder.grounding
