@@ -11,7 +11,9 @@ returns a scalar loss on general image-text data, for instance next-token loss o
 captions through ``policy.backbone.model`` (whose ``lm_head`` is then trained), or None to
 skip a step. Its loss is added to the action loss times ``image_text.weight`` on every
 ``image_text.every_steps``-th step. The mix of image-text and robot data is thus set by
-``every_steps`` and ``weight``.
+``every_steps`` and ``weight``. A hook that trains weights of its own (a head) names a
+``prepare(policy, options)`` attribute: the trainer calls it before building the optimizer
+(training/grounding.py's ``scene_grounding_loss`` adds the decoder's grounding pointer).
 """
 
 from __future__ import annotations
