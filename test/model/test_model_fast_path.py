@@ -96,13 +96,16 @@ def test_warm_up_runs_one_dummy_chunk(embodiment):
     assert policy.warm_up(embodiment, num_steps=2, batch_size=2) > 0
 
 
-def test_the_key_pose_head_and_token_positions_survive_prompt_padding(embodiment, observe):
+@pytest.mark.parametrize("pointer", [False, True], ids=["key-pose head", "with grounding pointer"])
+def test_the_key_pose_head_and_token_positions_survive_prompt_padding(embodiment, observe, pointer):
     plain, fast = _policy(embodiment), _policy(embodiment)
     for policy in (plain, fast):
         torch.manual_seed(2)  # the same fresh head weights
-        policy.add_subgoal_head()
-        with torch.no_grad():  # token positions read (they start at zero)
+        policy.add_grounding_pointer() if pointer else policy.add_subgoal_head()
+        with torch.no_grad():  # token positions read (they start at zero), and what the pointer picks
             policy.decoder.grid_proj.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+            if pointer:
+                policy.decoder.key_pose.pointed.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
     fast.enable_fast_inference()  # right-pads both prompts to a bucket; eager pads the shorter one
     with_head = _chunks(plain, embodiment, observe)
     np.testing.assert_allclose(_chunks(fast, embodiment, observe), with_head, atol=1e-5)
