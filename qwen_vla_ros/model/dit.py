@@ -173,6 +173,7 @@ class KeyPoseHead(nn.Module):
         self.token = nn.Linear(2 * width, dim)
         self.point_key: nn.Linear | None = None
         self.pointed: nn.Linear | None = None
+        self.pointed_place: nn.Linear | None = None
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -181,15 +182,23 @@ class KeyPoseHead(nn.Module):
             self.add_pointer()
 
     def add_pointer(self) -> None:
-        """The grounding pointer (fresh weights; what it reads starts at zero, so a trained
-        head's key pose is unchanged until the pointer learns). No-op where present."""
+        """The grounding pointer, fresh weights. No-op where present.
+
+        The key pose reads two things from it: the memory entry it points at (starts unread)
+        and that token's place in its image (token_grid.py), read from the start. The place
+        is what decides the grasp, and a layer that starts at zero grows too slowly for it:
+        Adam moves a weight by about the learning rate per step, so at 1.5e-4 the zero-started
+        projections of stage 4 still had weights under 0.04 after 1,500 steps.
+        """
         if self.point_key is not None:
             return
         dim = self.query.out_features
         like = {"device": self.query.weight.device, "dtype": self.query.weight.dtype}
         self.point_key, self.pointed = nn.Linear(dim, dim, **like), nn.Linear(dim, dim, **like)
-        nn.init.xavier_uniform_(self.point_key.weight)
-        nn.init.zeros_(self.point_key.bias)
+        self.pointed_place = nn.Linear(GRID_FEATURES, dim, **like)
+        for layer in (self.point_key, self.pointed_place):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.pointed.weight)
         nn.init.zeros_(self.pointed.bias)
 
@@ -208,16 +217,19 @@ class KeyPoseHead(nn.Module):
         return logits
 
     def forward(
-        self, cond: torch.Tensor, memory: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor
+        self, cond: torch.Tensor, memory: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor,
+        token_grid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, cond_dim) features, (B, L, hidden) projected memory, (B, L) mask, (B, D) used
-        dimensions -> key pose (B, D), normalised action units, and its token (B, 1, hidden)."""
+        dimensions, (B, L, GRID_FEATURES) token places or None -> key pose (B, D), normalised
+        action units, and its token (B, 1, hidden)."""
         query = self.make_query(cond, cond_mask)
         gathered = self.attention(query, memory, cond_mask)
         if self.pointed is not None:
-            # The memory entry pointed at carries the token's image position (token_grid.py).
-            weights = self.pointer_logits(query, memory, cond_mask).softmax(dim=-1)
-            gathered = gathered + self.pointed(weights[:, None] @ memory)
+            weights = self.pointer_logits(query, memory, cond_mask).softmax(dim=-1)[:, None]  # (B, 1, L)
+            gathered = gathered + self.pointed(weights @ memory)
+            if token_grid is not None:  # where the pointed-at token is: column, row, camera
+                gathered = gathered + self.pointed_place(weights @ token_grid.to(weights.dtype))
         pose = self.out(torch.cat([gathered, query], dim=-1))[:, 0] * dim_mask
         return pose, self.token(torch.cat([pose, dim_mask], dim=-1))[:, None]
 
@@ -320,7 +332,7 @@ class ActionDiT(nn.Module):
         memory = self.memory(cond, token_grid)
         if self.key_pose is None:
             return memory, cond_mask, None
-        subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype))
+        subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype), token_grid)
         if cond_mask is not None:
             cond_mask = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), 1).bool()], dim=1)
         return torch.cat([memory, token], dim=1), cond_mask, subgoal

@@ -18,13 +18,30 @@ def _policy():
     return policy.eval(), aloha
 
 
-def test_adding_the_pointer_leaves_a_trained_head_unchanged(observe):
+def test_the_key_pose_follows_the_place_the_pointer_picks(observe, monkeypatch):
     policy, aloha = _policy()
-    obs = observe(aloha, seed=2, instruction="pick up the blue cube")
-    before = policy.predict_chunk(obs, aloha, seed=3).actions
     policy.add_grounding_pointer()
     assert policy.config.decoder.grounding and policy.decoder.key_pose.point_key is not None
-    np.testing.assert_allclose(policy.predict_chunk(obs, aloha, seed=3).actions, before, atol=1e-6)
+    obs = observe(aloha, seed=2, instruction="pick up the blue cube")
+    with torch.inference_mode():
+        prepared = policy.prepare_observations([obs], aloha)
+        features = policy.backbone(prepared.inputs)
+    overhead = torch.nonzero(features.token_grid[0, :, 3] > 0).flatten()  # the first camera's tokens
+
+    def key_pose_when_pointing_at(token):
+        def peaked(query, memory, cond_mask):
+            logits = torch.full(memory.shape[:2], -1e4)
+            logits[:, token] = 0.0
+            return logits
+
+        monkeypatch.setattr(policy.decoder.key_pose, "pointer_logits", peaked)
+        with torch.inference_mode():
+            _, _, key_pose = policy.decoder.condition(features.features, features.mask, prepared.dim_mask,
+                                                      features.token_grid)
+        return key_pose
+
+    first, last = key_pose_when_pointing_at(int(overhead[0])), key_pose_when_pointing_at(int(overhead[-1]))
+    assert (first - last).abs().max() > 1e-3  # top-left and bottom-right of the image: another grasp
 
 
 def test_pointer_logits_cover_every_real_token_and_no_padding(observe):
