@@ -49,10 +49,12 @@ class DatasetEntry(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    """AdamW. ``backbone_lr_scale`` multiplies ``lr`` for the unfrozen backbone parts."""
+    """AdamW. ``backbone_lr_scale`` multiplies ``lr`` for the unfrozen backbone parts,
+    ``key_pose_lr_scale`` for the decoder's key-pose head (with its grounding pointer)."""
 
     lr: float = Field(1e-4, gt=0)
     backbone_lr_scale: float = Field(0.1, ge=0)
+    key_pose_lr_scale: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)

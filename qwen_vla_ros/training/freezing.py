@@ -69,16 +69,21 @@ def set_train_mode(policy: QwenVLAPolicy, mode: FreezeMode, text_only: bool = Fa
 
 
 def parameter_groups(policy: QwenVLAPolicy, optimizer: OptimizerConfig) -> list[dict]:
-    """AdamW groups: decoder at ``lr``, trainable backbone weights at ``lr * backbone_lr_scale``.
+    """AdamW groups: decoder at ``lr``, its key-pose head at ``lr * key_pose_lr_scale``,
+    trainable backbone weights at ``lr * backbone_lr_scale``.
 
     Biases and norm weights (1-D tensors) get no weight decay.
     """
+    head = policy.decoder.key_pose
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    parts = (
+        ([p for p in policy.decoder.parameters() if id(p) not in in_head], optimizer.lr),
+        ([p for p in policy.decoder.parameters() if id(p) in in_head], optimizer.lr * optimizer.key_pose_lr_scale),
+        (list(policy.backbone.parameters()), optimizer.lr * optimizer.backbone_lr_scale),
+    )
     groups = []
-    for module, lr in (
-        (policy.decoder, optimizer.lr),
-        (policy.backbone, optimizer.lr * optimizer.backbone_lr_scale),
-    ):
-        params = [p for p in module.parameters() if p.requires_grad]
+    for module_params, lr in parts:
+        params = [p for p in module_params if p.requires_grad]
         decayed = [p for p in params if p.ndim >= 2]
         plain = [p for p in params if p.ndim < 2]
         if decayed:

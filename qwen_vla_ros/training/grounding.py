@@ -24,8 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.keyframes import gripper_slices, key_pose, keyframes
 from ..demonstrations import EVAL_SEED_START, instruction_for
 from ..embodiment import Embodiment, load_embodiment
+from ..model.losses import key_pose_loss
 from ..model.token_grid import nearest_image_tokens
 from ..types import Observation
 from .errors import TrainingError
@@ -38,6 +40,8 @@ NAMED_OBJECTS = {
 }
 #: Seeds of grounding scenes: apart from the demonstrations' first thousand and the evaluation's.
 SCENE_SEEDS = (1_000, EVAL_SEED_START)
+#: Expert steps past the first grasp's start within which its gripper has closed.
+GRASP_CLOSING_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class GroundingScene:
         image_xy: the object's centre in that image, normalised (0 left/top .. 1 right/bottom).
         goal: what the instruction names (pick_color: the cube's colour; None: the task's one object).
         seed: the scene's seed (object placement, goal, phrasing).
+        frame: the expert's control step the arms are at (0: the start pose).
+        key_pose: the action (rig units, the embodiment's layout) at the expert's first grasp,
+            the key pose a demonstration has at this frame; None unless asked for.
     """
 
     observation: Observation
@@ -57,6 +64,8 @@ class GroundingScene:
     image_xy: tuple[float, float]
     goal: str | None
     seed: int
+    frame: int = 0
+    key_pose: np.ndarray | None = None
 
 
 class GroundingScenes:
@@ -71,10 +80,13 @@ class GroundingScenes:
         seed: seeds the choice of scene seeds and arm poses.
         seeds: [low, high) of the scenes' seeds; default apart from demonstrations and
             evaluation (use ``(EVAL_SEED_START, ...)`` for held-out scenes).
+        key_poses: also give each scene its key pose (costs the expert's IK up to its grasp,
+            about 0.3 s a scene on one core, against 25 ms to render one).
     """
 
     def __init__(self, embodiment: Embodiment, task: str = "pick_color", camera: str = "cam_high",
-                 approach_fraction: float = 0.5, seed: int = 0, seeds: tuple[int, int] = SCENE_SEEDS):
+                 approach_fraction: float = 0.5, seed: int = 0, seeds: tuple[int, int] = SCENE_SEEDS,
+                 key_poses: bool = False):
         from ..sim.experts import expert_for  # MuJoCo only where scenes are wanted
 
         if task not in NAMED_OBJECTS:
@@ -87,45 +99,57 @@ class GroundingScenes:
         self.expert = expert_for(task)
         self._rng = np.random.default_rng(seed)
         self.seeds = (int(seeds[0]), int(seeds[1]))
+        self.key_poses = bool(key_poses)
 
     def sample(self) -> GroundingScene:
         seed = int(self._rng.integers(*self.seeds))
         self.env.reset(seed)
         sim = self.env.sim
-        if self._rng.random() < self.approach_fraction:
-            self._approach(int(self._rng.integers(1, self.expert_grasp_step(sim) + 1)))
+        self.expert.reset(sim)
+        grasp = self.expert.grasp_step()
+        frame = int(self._rng.integers(1, grasp + 1)) if self._rng.random() < self.approach_fraction else 0
+        # The expert's commands up to its first grasp closing: the arms' pose at `frame` and the
+        # key pose (data/keyframes.py) a demonstration of this scene would have there.
+        actions = np.array([self.expert.action() for _ in range(max(frame, grasp + GRASP_CLOSING_STEPS if self.key_poses else 0))])
+        if frame:
+            for index, side in enumerate(("left", "right")):
+                sim.place_arm(side, actions[frame - 1, 7 * index : 7 * index + 6], float(actions[frame - 1, 7 * index + 6]))
         body = NAMED_OBJECTS[self.task](sim.goal)
         observation = self.env.observe()
         observation.instruction = instruction_for(self.task, sim.goal, seed)
         point = sim.image_point(self.camera, sim.object_poses()[body][:3])
-        return GroundingScene(observation, self.camera, point, sim.goal, seed)
+        return GroundingScene(observation, self.camera, point, sim.goal, seed, frame, self._key_pose(actions, frame))
+
+    def _key_pose(self, actions: np.ndarray, frame: int) -> np.ndarray | None:
+        if not self.key_poses:
+            return None
+        frames = keyframes(actions, gripper_slices(self.embodiment))
+        frames = frames[frames < len(actions) - 1]  # the window's end is not the episode's
+        if not len(frames) or frames[-1] < frame:
+            raise TrainingError(f"{self.task}: no grasp within {len(actions)} expert steps")
+        return key_pose(actions, frame, frames)
 
     def batch(self, size: int) -> list[GroundingScene]:
         return [self.sample() for _ in range(size)]
 
-    def expert_grasp_step(self, sim) -> int:
-        self.expert.reset(sim)
-        return self.expert.grasp_step()
 
-    def _approach(self, steps: int) -> None:
-        """Arms where the expert has them ``steps`` control steps in (objects untouched)."""
-        sim = self.env.sim
-        self.expert.reset(sim)
-        for _ in range(steps):
-            action = self.expert.action()
-        for index, side in enumerate(("left", "right")):
-            sim.place_arm(side, action[7 * index : 7 * index + 6], float(action[7 * index + 6]))
-
-
-def grounding_loss(policy, scenes: list[GroundingScene], embodiment: Embodiment) -> torch.Tensor:
-    """Cross-entropy of the decoder's grounding pointer on the token holding each scene's point."""
+def grounding_loss(policy, scenes: list[GroundingScene], embodiment: Embodiment, key_pose_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the decoder's grounding pointer on the token holding each scene's point,
+    plus ``key_pose_weight`` times the key-pose loss (model/losses.py) where scenes have key poses."""
     prepared = policy.prepare_observations([s.observation for s in scenes], embodiment)
     features = policy.backbone(prepared.inputs)
     logits = policy.decoder.point(features.features, features.mask, features.token_grid)
     cameras = torch.tensor([embodiment.camera_names.index(s.camera) for s in scenes])
     points = torch.tensor([s.image_xy for s in scenes], dtype=torch.float32)
     targets = nearest_image_tokens(features.token_grid, cameras, points)
-    return F.cross_entropy(logits.float(), targets.to(logits.device))
+    loss = F.cross_entropy(logits.float(), targets.to(logits.device))
+    if key_pose_weight > 0 and all(s.key_pose is not None for s in scenes):
+        _, _, predicted = policy.decoder.condition(features.features, features.mask, prepared.dim_mask,
+                                                   features.token_grid)
+        batch = {"subgoal": np.stack([s.key_pose for s in scenes])}
+        loss = loss + key_pose_weight * key_pose_loss(policy, predicted, batch, [embodiment] * len(scenes),
+                                                      prepared.dim_mask)
+    return loss
 
 
 def pointer_accuracy(policy, scenes: list[GroundingScene], embodiment: Embodiment) -> dict[str, float]:
@@ -154,10 +178,12 @@ _SCENES: dict[tuple, list[GroundingScenes]] = {}
 def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
     embodiment = load_embodiment(options.get("embodiment", "aloha_sim"))
     tasks = tuple(options.get("tasks", ["pick_color"]))
-    key = (embodiment.name, tasks, options.get("camera", "cam_high"), options.get("seed", 0))
+    key = (embodiment.name, tasks, options.get("camera", "cam_high"), options.get("seed", 0),
+           float(options.get("key_pose_weight", 0.0)), float(options.get("approach_fraction", 0.5)))
     if key not in _SCENES:
         _SCENES[key] = [
-            GroundingScenes(embodiment, task, key[2], float(options.get("approach_fraction", 0.5)), key[3] + i)
+            GroundingScenes(embodiment, task, key[2], float(options.get("approach_fraction", 0.5)), key[3] + i,
+                            key_poses=float(options.get("key_pose_weight", 0.0)) > 0)
             for i, task in enumerate(tasks)
         ]
     return embodiment, _SCENES[key]
@@ -165,10 +191,11 @@ def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
 
 def scene_grounding_loss(policy, step: int, options: dict) -> torch.Tensor:
     """``image_text`` hook: the grounding loss on ``batch_size`` (default 8) fresh scenes of
-    the ``tasks`` in turn (default pick_color) for ``embodiment`` (default aloha_sim)."""
+    the ``tasks`` in turn (default pick_color) for ``embodiment`` (default aloha_sim);
+    ``key_pose_weight`` > 0 (default 0) also trains the key pose on them."""
     embodiment, sources = _scene_sources(options)
     scenes = sources[step % len(sources)].batch(int(options.get("batch_size", 8)))
-    return grounding_loss(policy, scenes, embodiment)
+    return grounding_loss(policy, scenes, embodiment, float(options.get("key_pose_weight", 0.0)))
 
 
 def _add_pointer(policy, options: dict) -> None:

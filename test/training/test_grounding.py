@@ -104,3 +104,24 @@ def test_a_stage_with_the_grounding_hook_trains_the_pointer_and_saves_it(tmp_pat
     summary = trainer.run()
     assert summary.step == 2 and not torch.equal(before, pointer.weight)
     assert QwenVLAPolicy.from_pretrained(tmp_path / "final").config.decoder.grounding
+
+
+@pytest.mark.parametrize("task", ["pick_color", "transfer_cube"])
+def test_a_scene_key_pose_is_the_one_a_whole_demonstration_has_at_that_frame(aloha, task):
+    from qwen_vla_ros.data.keyframes import gripper_slices, key_pose, keyframes
+    from qwen_vla_ros.sim.experts import expert_for
+
+    scenes = GroundingScenes(aloha, task, approach_fraction=0.5, seed=11, key_poses=True)
+    try:
+        for _ in range(3):
+            scene = scenes.sample()
+            scenes.env.reset(scene.seed)
+            expert = expert_for(task)
+            expert.reset(scenes.env.sim)
+            whole = np.array([expert.action() for _ in range(expert.episode_steps)])
+            if scene.frame:  # the arms where the demonstration has them at that frame
+                np.testing.assert_allclose(scene.observation.state[:6], whole[scene.frame - 1, :6], atol=1e-3)
+            expected = key_pose(whole, scene.frame, keyframes(whole, gripper_slices(aloha)))
+            np.testing.assert_allclose(scene.key_pose, expected, atol=1e-9)
+    finally:
+        scenes.env.close()

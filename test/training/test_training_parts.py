@@ -74,6 +74,16 @@ def test_parameter_groups_scale_the_backbone_rate(policy):
     assert total == _trainable(policy)
 
 
+def test_parameter_groups_give_the_key_pose_head_its_own_rate(policy):
+    policy.add_grounding_pointer()
+    groups = parameter_groups(policy, OptimizerConfig(lr=1e-3, backbone_lr_scale=0.5, key_pose_lr_scale=4.0))
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert {rate[id(p)] for p in policy.decoder.key_pose.parameters()} == {4e-3}  # the pointer too
+    assert rate[id(policy.decoder.action_out.weight)] == 1e-3
+    assert {rate[id(p)] for p in policy.backbone.parameters() if p.requires_grad} == {5e-4}
+    assert len(rate) == sum(1 for p in policy.parameters() if p.requires_grad)  # each weight in one group
+
+
 def test_init_from_a_bare_backbone_folder_adds_a_fresh_decoder(tmp_path):
     """--init with a Qwen VL model folder (no policy_config.json), as T2A starts from Qwen3.5-4B."""
     from qwen_vla_ros.model.tiny import build_tiny_backbone
