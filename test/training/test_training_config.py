@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,16 @@ def test_shipped_stage_loads_with_its_own_name(stage):
     config = load_stage_config(stage)
     assert config.stage == stage
     assert (config.rl is not None) == (stage == "rl")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("config", "training").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_config_file_loads_and_its_hook_imports(path):
+    from qwen_vla_ros.training.hooks import load_image_text_hook
+
+    config = load_stage_config(str(path))
+    hook = load_image_text_hook(config.image_text)
+    assert (hook is not None) == config.image_text.enabled
 
 
 def test_t2a_is_text_only_and_trains_only_the_decoder():
