@@ -51,12 +51,12 @@ from ..ros.commands import COMMAND_READERS, CommandPublishers
 from ..ros.messages import state_message_class
 from ..ros.qos import (
     ANY_DURABILITY,
+    CAMERA_PUBLISHER,
     COMMAND,
     JOINT_STATE_PUBLISHER,
     LATCHED,
     LATCHED_READER,
     RECORD_RELIABLE,
-    SENSOR,
 )
 from ..sim.rig import SimRig
 from .common import (
@@ -138,7 +138,7 @@ class SimBridgeNode(Node):
             s.name: self.create_publisher(state_message_class(s), s.topic, JOINT_STATE_PUBLISHER)
             for s in self.embodiment.state_sources
         }
-        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR) for c in self.embodiment.cameras}
+        self.camera_pubs = {c.name: self.create_publisher(Image, c.topic, CAMERA_PUBLISHER) for c in self.embodiment.cameras}
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)
