@@ -132,6 +132,10 @@ class GroundingScenes:
     def batch(self, size: int) -> list[GroundingScene]:
         return [self.sample() for _ in range(size)]
 
+    def close(self) -> None:
+        """Free the simulator's rendering contexts."""
+        self.env.close()
+
 
 def grounding_loss(policy, scenes: list[GroundingScene], embodiment: Embodiment, key_pose_weight: float = 1.0) -> torch.Tensor:
     """Cross-entropy of the decoder's grounding pointer on the token holding each scene's point,

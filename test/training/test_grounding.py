@@ -31,7 +31,7 @@ def aloha():
 def home_scenes(aloha):
     scenes = GroundingScenes(aloha, "pick_color", approach_fraction=0.0, seed=3)
     yield scenes
-    scenes.env.close()
+    scenes.close()
 
 
 def test_each_scene_points_at_the_cube_its_instruction_names(home_scenes):
@@ -58,7 +58,7 @@ def test_approach_scenes_move_the_arms_and_leave_the_cubes_where_they_were_place
             moved.append(np.abs(scene.observation.state - aloha.home_position).max())
         assert max(moved) > 0.1, moved
     finally:
-        scenes.env.close()
+        scenes.close()
 
 
 def test_held_out_scenes_take_evaluation_seeds_and_unknown_tasks_are_refused(aloha):
@@ -67,7 +67,7 @@ def test_held_out_scenes_take_evaluation_seeds_and_unknown_tasks_are_refused(alo
         scene = held_out.sample()
         assert scene.seed >= EVAL_SEED_START and scene.goal is None
     finally:
-        held_out.env.close()
+        held_out.close()
     with pytest.raises(TrainingError, match="names one object"):
         GroundingScenes(aloha, "insertion")
     with pytest.raises(TrainingError, match="camera"):
@@ -124,4 +124,4 @@ def test_a_scene_key_pose_is_the_one_a_whole_demonstration_has_at_that_frame(alo
             expected = key_pose(whole, scene.frame, keyframes(whole, gripper_slices(aloha)))
             np.testing.assert_allclose(scene.key_pose, expected, atol=1e-9)
     finally:
-        scenes.env.close()
+        scenes.close()
