@@ -187,8 +187,8 @@ class KeyPoseHead(nn.Module):
         The key pose reads two things from it: the memory entry it points at (starts unread)
         and that token's place in its image (token_grid.py), read from the start. The place
         is what decides the grasp, and a layer that starts at zero grows too slowly for it:
-        Adam moves a weight by about the learning rate per step, so at 1.5e-4 the zero-started
-        projections of stage 4 still had weights under 0.04 after 1,500 steps.
+        Adam moves a weight by about the learning rate per step: a zero-started projection
+        trained 1,500 steps at 1.5e-4 still had weights under 0.04 (docs/training.md, Stage 5).
         """
         if self.point_key is not None:
             return
