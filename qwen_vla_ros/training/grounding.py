@@ -29,13 +29,15 @@ from ..demonstrations import EVAL_SEED_START, instruction_for
 from ..embodiment import Embodiment, load_embodiment
 from ..model.losses import key_pose_loss
 from ..model.token_grid import nearest_image_tokens
+from ..sim.aloha_conventions import SIDES
+from ..sim.aloha_tasks import cube_body
 from ..types import Observation
 from .errors import TrainingError
 from .sim_env import AlohaSimEnv
 
 #: Tasks whose instruction names one object, and that object's body (by the episode's goal).
 NAMED_OBJECTS = {
-    "pick_color": lambda goal: {"red": "box"}.get(goal, f"box_{goal}"),
+    "pick_color": cube_body,
     "transfer_cube": lambda goal: "box",
 }
 #: Seeds of grounding scenes: apart from the demonstrations' first thousand and the evaluation's.
@@ -110,10 +112,11 @@ class GroundingScenes:
         frame = int(self._rng.integers(1, grasp + 1)) if self._rng.random() < self.approach_fraction else 0
         # The expert's commands up to its first grasp closing: the arms' pose at `frame` and the
         # key pose (data/keyframes.py) a demonstration of this scene would have there.
-        actions = np.array([self.expert.action() for _ in range(max(frame, grasp + GRASP_CLOSING_STEPS if self.key_poses else 0))])
+        steps = max(frame, grasp + GRASP_CLOSING_STEPS) if self.key_poses else frame
+        actions = np.array([self.expert.action() for _ in range(steps)])
         if frame:
-            for index, side in enumerate(("left", "right")):
-                sim.place_arm(side, actions[frame - 1, 7 * index : 7 * index + 6], float(actions[frame - 1, 7 * index + 6]))
+            for side, command in zip(SIDES, np.split(actions[frame - 1], len(SIDES)), strict=True):
+                sim.place_arm(side, command[:6], float(command[6]))  # 6 joints (rad), opening
         body = NAMED_OBJECTS[self.task](sim.goal)
         observation = self.env.observe()
         observation.instruction = instruction_for(self.task, sim.goal, seed)
@@ -137,15 +140,20 @@ class GroundingScenes:
         self.env.close()
 
 
-def grounding_loss(policy, scenes: list[GroundingScene], embodiment: Embodiment, key_pose_weight: float = 1.0) -> torch.Tensor:
-    """Cross-entropy of the decoder's grounding pointer on the token holding each scene's point,
-    plus ``key_pose_weight`` times the key-pose loss (model/losses.py) where scenes have key poses."""
+def _point(policy, scenes: list[GroundingScene], embodiment: Embodiment):
+    """Prepared inputs, backbone features, pointer logits (B, L) and target tokens (B,)."""
     prepared = policy.prepare_observations([s.observation for s in scenes], embodiment)
     features = policy.backbone(prepared.inputs)
     logits = policy.decoder.point(features.features, features.mask, features.token_grid)
     cameras = torch.tensor([embodiment.camera_names.index(s.camera) for s in scenes])
     points = torch.tensor([s.image_xy for s in scenes], dtype=torch.float32)
-    targets = nearest_image_tokens(features.token_grid, cameras, points)
+    return prepared, features, logits, nearest_image_tokens(features.token_grid, cameras, points)
+
+
+def grounding_loss(policy, scenes: list[GroundingScene], embodiment: Embodiment, key_pose_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the decoder's grounding pointer on the token holding each scene's point,
+    plus ``key_pose_weight`` times the key-pose loss (model/losses.py) where scenes have key poses."""
+    prepared, features, logits, targets = _point(policy, scenes, embodiment)
     loss = F.cross_entropy(logits.float(), targets.to(logits.device))
     if key_pose_weight > 0 and all(s.key_pose is not None for s in scenes):
         _, _, predicted = policy.decoder.condition(features.features, features.mask, prepared.dim_mask,
@@ -160,20 +168,20 @@ def pointer_accuracy(policy, scenes: list[GroundingScene], embodiment: Embodimen
     """Share of scenes whose pointer peaks on the named object's token (``hit``) or on a
     token next to it (``near``: same camera, at most one patch away in each direction)."""
     with torch.inference_mode():
-        prepared = policy.prepare_observations([s.observation for s in scenes], embodiment)
-        features = policy.backbone(prepared.inputs)
-        peaks = policy.decoder.point(features.features, features.mask, features.token_grid).argmax(dim=-1)
-        cameras = torch.tensor([embodiment.camera_names.index(s.camera) for s in scenes])
-        targets = nearest_image_tokens(features.token_grid, cameras, torch.tensor([s.image_xy for s in scenes]))
-        grid = features.token_grid
-        near = []
-        for row, (target, peak) in enumerate(zip(targets.tolist(), peaks.tolist(), strict=True)):
-            same_camera = bool((grid[row, target, 3:] == grid[row, peak, 3:]).all() and grid[row, peak, 0] > 0)
-            of_camera = (grid[row, :, 0] > 0) & (grid[row, :, 3:] == grid[row, target, 3:]).all(dim=-1)
-            spacing = [float(torch.unique(grid[row, of_camera, axis]).diff().min()) for axis in (1, 2)]
-            offset = (grid[row, target, 1:3] - grid[row, peak, 1:3]).abs().tolist()
-            near.append(same_camera and all(o <= 1.01 * d for o, d in zip(offset, spacing, strict=True)))
+        _, features, logits, targets = _point(policy, scenes, embodiment)
+    peaks, grid = logits.argmax(dim=-1), features.token_grid
+    near = [_adjacent(grid[row], int(target), int(peak)) for row, (target, peak) in enumerate(zip(targets, peaks, strict=True))]
     return {"hit": float((peaks == targets).float().mean()), "near": float(np.mean(near))}
+
+
+def _adjacent(grid: torch.Tensor, target: int, peak: int) -> bool:
+    """Token ``peak`` is ``target`` or one patch from it in the same image (grid: (L, F))."""
+    if grid[peak, 0] <= 0 or not torch.equal(grid[peak, 3:], grid[target, 3:]):
+        return False
+    of_camera = (grid[:, 0] > 0) & (grid[:, 3:] == grid[target, 3:]).all(dim=-1)
+    patch = [float(torch.unique(grid[of_camera, axis]).diff().min()) for axis in (1, 2)]  # patch spacing
+    offset = (grid[target, 1:3] - grid[peak, 1:3]).abs().tolist()
+    return all(o <= 1.01 * d for o, d in zip(offset, patch, strict=True))
 
 
 _SCENES: dict[tuple, list[GroundingScenes]] = {}
@@ -181,15 +189,15 @@ _SCENES: dict[tuple, list[GroundingScenes]] = {}
 
 def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
     embodiment = load_embodiment(options.get("embodiment", "aloha_sim"))
-    tasks = tuple(options.get("tasks", ["pick_color"]))
-    key = (embodiment.name, tasks, options.get("camera", "cam_high"), options.get("seed", 0),
-           float(options.get("key_pose_weight", 0.0)), float(options.get("approach_fraction", 0.5)))
+    settings = {
+        "camera": options.get("camera", "cam_high"),
+        "approach_fraction": float(options.get("approach_fraction", 0.5)),
+        "key_poses": float(options.get("key_pose_weight", 0.0)) > 0,
+    }
+    tasks, seed = tuple(options.get("tasks", ["pick_color"])), int(options.get("seed", 0))
+    key = (embodiment.name, tasks, seed, *settings.values())
     if key not in _SCENES:
-        _SCENES[key] = [
-            GroundingScenes(embodiment, task, key[2], float(options.get("approach_fraction", 0.5)), key[3] + i,
-                            key_poses=float(options.get("key_pose_weight", 0.0)) > 0)
-            for i, task in enumerate(tasks)
-        ]
+        _SCENES[key] = [GroundingScenes(embodiment, task, seed=seed + i, **settings) for i, task in enumerate(tasks)]
     return embodiment, _SCENES[key]
 
 
