@@ -231,7 +231,12 @@ class KeyPoseHead(nn.Module):
             if token_grid is not None:  # where the pointed-at token is: column, row, camera
                 gathered = gathered + self.pointed_place(weights @ token_grid.to(weights.dtype))
         pose = self.out(torch.cat([gathered, query], dim=-1))[:, 0] * dim_mask
-        return pose, self.token(torch.cat([pose, dim_mask], dim=-1))[:, None]
+        return pose, self.embed(pose, dim_mask)
+
+    def embed(self, pose: torch.Tensor, dim_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) key pose (normalised action units), (B, D) used dimensions -> its condition
+        token (B, 1, hidden) for the decoder's blocks."""
+        return self.token(torch.cat([pose, dim_mask], dim=-1))[:, None]
 
 
 class ActionDiT(nn.Module):
@@ -318,7 +323,8 @@ class ActionDiT(nn.Module):
 
     def condition(
         self, cond: torch.Tensor, cond_mask: torch.Tensor | None, dim_mask: torch.Tensor,
-        token_grid: torch.Tensor | None = None,
+        token_grid: torch.Tensor | None = None, teacher_pose: torch.Tensor | None = None,
+        teacher_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Backbone features (B, L, cond_dim) -> the blocks' memory (B, L', hidden), its mask,
         and the predicted key pose (B, max_action_dim; None without the head). Computed once
@@ -326,13 +332,19 @@ class ActionDiT(nn.Module):
         :func:`.token_grid.image_token_grid` (read with ``token_positions``; None = unknown).
 
         The key pose comes from :class:`KeyPoseHead`; its token joins the memory, so every
-        block can read where the episode's next grasp will be.
+        block can read where the episode's next grasp will be. Teacher forcing (training):
+        rows where ``teacher_rows`` (B,) is True get the token of ``teacher_pose`` (B, D),
+        the true key pose, instead of the prediction's; the returned key pose stays the
+        prediction, for the head's loss.
         """
         dtype = self.cond_proj.weight.dtype
         memory = self.memory(cond, token_grid)
         if self.key_pose is None:
             return memory, cond_mask, None
         subgoal, token = self.key_pose(cond.to(dtype), memory, cond_mask, dim_mask.to(dtype), token_grid)
+        if teacher_pose is not None and teacher_rows is not None:
+            taught = self.key_pose.embed(teacher_pose.to(dtype), dim_mask.to(dtype))
+            token = torch.where(teacher_rows.to(token.device)[:, None, None], taught, token)
         if cond_mask is not None:
             cond_mask = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), 1).bool()], dim=1)
         return torch.cat([memory, token], dim=1), cond_mask, subgoal

@@ -21,9 +21,13 @@ if TYPE_CHECKING:
 
 def flow_matching_loss(
     policy: QwenVLAPolicy, batch: dict, generator: torch.Generator | None, state_dropout: float,
-    subgoal_weight: float,
+    subgoal_weight: float, teacher_forcing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """``loss``, ``flow_loss``, ``subgoal_loss``, ``time`` and ``per_sample`` of one batch."""
+    """``loss``, ``flow_loss``, ``subgoal_loss``, ``time`` and ``per_sample`` of one batch.
+
+    ``teacher_forcing``: while the decoder trains, the fraction of samples whose decoder
+    reads the true key pose instead of the head's prediction (:meth:`.dit.ActionDiT.condition`).
+    """
     embodiments = [policy.resolve_embodiment(e) for e in batch_embodiment_names(batch)]
     actions, state, step_mask = normalised_targets(policy, batch, embodiments)
     dims = [emb.action_dim for emb in embodiments]
@@ -35,11 +39,15 @@ def flow_matching_loss(
     inputs = policy.backbone.prepare(batch_prompts(batch, embodiments))
     with torch.no_grad() if policy.config.freeze_backbone else nullcontext():
         features = policy.backbone(inputs)
-    memory, memory_mask, subgoal = policy.decoder.condition(features.features, features.mask, dim_mask,
-                                                            features.token_grid)
     size = (len(embodiments), actions.shape[1], policy.max_action_dim)
     flow_time = sample_time(size[0], generator, torch.device("cpu")).to(policy.device)
     noise = padded_noise(size, dim_mask.cpu(), generator, "cpu", torch.float32).to(policy.device)
+    target_pose = normalised_key_pose(policy, batch, embodiments, dim_mask)
+    teacher_rows = None  # drawn after the noise: the same generator gives the same noise either way
+    if teacher_forcing > 0 and target_pose is not None and policy.decoder.training:
+        teacher_rows = torch.rand(len(dims), generator=generator) < teacher_forcing
+    memory, memory_mask, subgoal = policy.decoder.condition(features.features, features.mask, dim_mask,
+                                                            features.token_grid, target_pose, teacher_rows)
     predicted = policy.decoder(
         interpolate(norm_actions, noise, flow_time), flow_time, norm_state, dim_mask, memory, memory_mask,
         cond_projected=True,
@@ -47,7 +55,10 @@ def flow_matching_loss(
     weights = dim_mask[:, None, :] * step_mask[..., None]
     target = target_velocity(norm_actions, noise)
     flow_loss = masked_mse(predicted, target, weights)
-    subgoal_loss = key_pose_loss(policy, subgoal, batch, embodiments, dim_mask)
+    if subgoal is None or target_pose is None:
+        subgoal_loss = dim_mask.new_zeros(())
+    else:
+        subgoal_loss = masked_mse(subgoal, target_pose.to(subgoal.dtype), dim_mask)
     return {
         "loss": flow_loss + subgoal_weight * subgoal_loss if subgoal_weight > 0 else flow_loss,
         "flow_loss": flow_loss.detach(),
@@ -61,13 +72,22 @@ def key_pose_loss(policy: QwenVLAPolicy, predicted: torch.Tensor | None, batch: 
                   embodiments: list[Embodiment], dim_mask: torch.Tensor) -> torch.Tensor:
     """MSE of the predicted key pose against ``batch['subgoal']``, normalised as actions are;
     0 without the head or without targets."""
-    if predicted is None or batch.get("subgoal") is None:
+    target = normalised_key_pose(policy, batch, embodiments, dim_mask)
+    if predicted is None or target is None:
         return dim_mask.new_zeros(())
+    return masked_mse(predicted, target.to(predicted.dtype), dim_mask)
+
+
+def normalised_key_pose(policy: QwenVLAPolicy, batch: dict, embodiments: list[Embodiment],
+                        dim_mask: torch.Tensor) -> torch.Tensor | None:
+    """``batch['subgoal']`` normalised as actions are, padded (B, D); None without it."""
+    if batch.get("subgoal") is None:
+        return None
     rows = torch.as_tensor(batch["subgoal"]).detach().cpu().numpy().astype(np.float64)
     target = np.zeros((len(embodiments), policy.max_action_dim))
     for i, emb in enumerate(embodiments):
         target[i, : emb.action_dim] = policy.normalization_for(emb).normalize_actions(rows[i, : emb.action_dim])
-    return masked_mse(predicted, torch.as_tensor(target, dtype=predicted.dtype, device=predicted.device), dim_mask)
+    return torch.as_tensor(target, dtype=torch.float32, device=dim_mask.device)
 
 
 def normalised_targets(policy: QwenVLAPolicy, batch: dict, embodiments: list[Embodiment]):

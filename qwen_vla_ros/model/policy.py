@@ -426,7 +426,7 @@ class QwenVLAPolicy(nn.Module):
     # -- training ------------------------------------------------------------------------------
     def compute_loss(
         self, batch: dict, *, generator: torch.Generator | None = None, state_dropout: float = 0.0,
-        subgoal_weight: float = 0.0,
+        subgoal_weight: float = 0.0, teacher_forcing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss of one batch (normalisation is applied here).
 
@@ -446,9 +446,11 @@ class QwenVLAPolicy(nn.Module):
         ``per_sample`` (B,) flow losses.
         ``generator`` (CPU) makes the flow times and noise reproducible. ``state_dropout``: the
         fraction of samples whose normalised state is replaced by 0 (the dataset mean), so the
-        decoder must read the scene from the images and the instruction.
+        decoder must read the scene from the images and the instruction. ``teacher_forcing``:
+        the fraction of samples whose decoder reads the true key pose (``subgoal``) instead of
+        the head's prediction, while the decoder is in training mode.
         """
-        return flow_matching_loss(self, batch, generator, state_dropout, subgoal_weight)
+        return flow_matching_loss(self, batch, generator, state_dropout, subgoal_weight, teacher_forcing)
 
     def add_subgoal_head(self) -> None:
         """Give the decoder the key-pose head (fresh weights) if it has none; see

@@ -246,6 +246,11 @@ class StageConfig(_Strict):
     # and reads that prediction as one more condition token. It makes the backbone say where
     # the named object is; a policy without the head gets one when this is above 0.
     subgoal_weight: float = Field(0.0, ge=0)
+    # Fraction of training samples whose decoder reads the true key pose instead of the head's
+    # prediction (teacher forcing; needs subgoal_weight > 0). Trained on its own prediction
+    # alone, the decoder learnt to ignore the key pose: closed loop with the expert's key pose
+    # substituted did no better than with a zero one (docs/training.md, "Stage 5c").
+    key_pose_teacher_forcing: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:
@@ -255,6 +260,8 @@ class StageConfig(_Strict):
             raise ValueError("stage rl needs an 'rl' section")
         if self.stage != "rl" and self.rl is not None:
             raise ValueError(f"'rl' settings only apply to stage rl, not {self.stage}")
+        if self.key_pose_teacher_forcing > 0 and self.subgoal_weight <= 0:
+            raise ValueError("key_pose_teacher_forcing needs the key-pose head: set subgoal_weight > 0")
         if self.image_text.enabled and self.stage != "cpt":
             raise ValueError("image_text batches belong to stage cpt")
         if self.lora.enabled and self.freeze == "all":

@@ -51,9 +51,10 @@ class PolicyLoss(nn.Module):
     ``subgoal_loss`` (key pose)."""
 
     def __init__(self, policy: QwenVLAPolicy, hook: ImageTextHook | None = None, config: ImageTextConfig | None = None,
-                 state_dropout: float = 0.0, subgoal_weight: float = 0.0):
+                 state_dropout: float = 0.0, subgoal_weight: float = 0.0, teacher_forcing: float = 0.0):
         super().__init__()
         self.policy, self.state_dropout, self.subgoal_weight = policy, state_dropout, subgoal_weight
+        self.teacher_forcing = teacher_forcing
         # FSDP's transformer auto-wrap reads this when no layer classes are configured: one
         # shard unit per backbone decoder layer / vision block and per DiT block.
         self._no_split_modules = sorted({*(getattr(policy.backbone.model, "_no_split_modules", None) or ()), "DiTBlock"})
@@ -62,7 +63,7 @@ class PolicyLoss(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None, step: int | None = None) -> dict:
         out = self.policy.compute_loss(batch, generator=generator, state_dropout=self.state_dropout,
-                                       subgoal_weight=self.subgoal_weight)
+                                       subgoal_weight=self.subgoal_weight, teacher_forcing=self.teacher_forcing)
         action_loss = out["flow_loss"]
         aux = None
         if self.hook is not None and step is not None and step % self.hook_config.every_steps == 0:

@@ -166,7 +166,8 @@ class Trainer:
             num_training_steps=config.max_steps,
         )
         self.model, self.optimizer = self.accelerator.prepare(PolicyLoss(self.policy, hook, config.image_text, config.state_dropout,
-                                                                        config.subgoal_weight), optimizer)
+                                                                        config.subgoal_weight,
+                                                                        config.key_pose_teacher_forcing), optimizer)
         self.policy = self.accelerator.unwrap_model(self.model).policy
         self.ema = DecoderEMA(self.policy.decoder, config.ema.decay) if config.ema.enabled else None
         self.state = ckpt.TrainerState(stage=config.stage)
