@@ -49,6 +49,10 @@ class DiTConfig:
     #: trains to peak on the named object's image token (training/grounding.py); what it points
     #: at feeds the key pose. Comes with the key-pose head.
     grounding: bool = False
+    #: The key-pose token also enters the blocks' input (added to the state and every action
+    #: token), not only their memory: as one memory entry among hundreds, a trained decoder
+    #: never learnt to read it (docs/training.md, "Stage 5c"). Comes with the key-pose head.
+    key_pose_input: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -269,6 +273,7 @@ class ActionDiT(nn.Module):
         # the key-pose head (see condition); built before reset_parameters initialises it
         self.key_pose = KeyPoseHead(config) if config.subgoal else None
         self.grid_proj = nn.Linear(GRID_FEATURES, dim) if config.token_positions else None
+        self.key_pose_in = nn.Linear(dim, dim) if config.key_pose_input else None
         # Training only: recompute each block's activations in the backward pass.
         self.gradient_checkpointing = False
         self.reset_parameters()
@@ -305,6 +310,18 @@ class ActionDiT(nn.Module):
         self.add_subgoal_head()
         self.key_pose.add_pointer()
         self.config = replace(self.config, grounding=True)
+
+    def add_key_pose_input(self) -> None:
+        """Give the decoder (with its key-pose head, added if missing) the key-pose input
+        (fresh weights, xavier: a zero-started layer grows by about the learning rate per step,
+        too slowly for a short stage). No-op where present."""
+        self.add_subgoal_head()
+        if self.key_pose_in is None:
+            like = {"device": self.cond_proj.weight.device, "dtype": self.cond_proj.weight.dtype}
+            self.key_pose_in = nn.Linear(self.config.hidden_size, self.config.hidden_size, **like)
+            nn.init.xavier_uniform_(self.key_pose_in.weight)
+            nn.init.zeros_(self.key_pose_in.bias)
+        self.config = replace(self.config, key_pose_input=True)
 
     def memory(self, cond: torch.Tensor, token_grid: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone features (B, L, cond_dim) -> the blocks' memory before the key-pose token."""
@@ -379,6 +396,8 @@ class ActionDiT(nn.Module):
         if not cond_projected:
             cond, cond_mask, _ = self.condition(cond, cond_mask, dim_mask)
         memory = cond
+        if self.key_pose_in is not None and self.key_pose is not None:
+            x = x + self.key_pose_in(memory[:, -1:])  # condition() puts the key-pose token last
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if recompute:

@@ -458,6 +458,11 @@ class QwenVLAPolicy(nn.Module):
         self.decoder.add_subgoal_head()
         self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
 
+    def add_key_pose_input(self) -> None:
+        """Give the decoder the key-pose input (:meth:`.dit.ActionDiT.add_key_pose_input`)."""
+        self.decoder.add_key_pose_input()
+        self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
+
     def add_grounding_pointer(self) -> None:
         """Give the key-pose head (added if missing) its grounding pointer; see
         :class:`.dit.KeyPoseHead` and :mod:`qwen_vla_ros.training.grounding`."""

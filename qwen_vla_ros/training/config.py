@@ -249,7 +249,8 @@ class StageConfig(_Strict):
     # Fraction of training samples whose decoder reads the true key pose instead of the head's
     # prediction (teacher forcing; needs subgoal_weight > 0). Trained on its own prediction
     # alone, the decoder learnt to ignore the key pose: closed loop with the expert's key pose
-    # substituted did no better than with a zero one (docs/training.md, "Stage 5c").
+    # substituted did no better than with a zero one (docs/training.md, "Stage 5c"). Above 0,
+    # the decoder also reads the key pose in its blocks' input (DiTConfig.key_pose_input).
     key_pose_teacher_forcing: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")

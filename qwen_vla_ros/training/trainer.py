@@ -154,6 +154,8 @@ class Trainer:
         self.hook = hook
         if config.subgoal_weight > 0:
             self.policy.add_subgoal_head()  # before the optimizer, so its weights train
+        if config.key_pose_teacher_forcing > 0:
+            self.policy.add_key_pose_input()  # what the decoder is taught, it reads in its input
         if hook is not None and callable(getattr(hook, "prepare", None)):
             hook.prepare(self.policy, dict(config.image_text.options))  # heads the hook trains
         prepare_policy_for_training(self.policy, config, train_lm_head=hook is not None)

@@ -8,18 +8,21 @@ than with a zero one; docs/training.md, "Stage 5c").
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
 
 
-def _policy(seed: int = 0) -> QwenVLAPolicy:
+def _policy(seed: int = 0, key_pose_input: bool = False) -> QwenVLAPolicy:
     aloha = load_embodiment("aloha_sim")
     model = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=seed), "tiny", seed=seed)
     model.set_normalization(aloha.name, NormStats.from_limits(aloha))
     torch.manual_seed(seed)  # the head's fresh weights, whichever tests ran before in this process
     model.add_subgoal_head()
+    if key_pose_input:
+        model.add_key_pose_input()
     return model
 
 
@@ -72,8 +75,9 @@ def test_teacher_forcing_applies_only_while_the_decoder_trains():
     assert not torch.isclose(taught, untaught).any(), (taught, untaught)
 
 
-def test_a_taught_decoder_follows_the_key_pose():
-    model = _policy()
+@pytest.mark.parametrize("key_pose_input", [False, True], ids=["memory-token", "input"])
+def test_a_taught_decoder_follows_the_key_pose(key_pose_input):
+    model = _policy(key_pose_input=key_pose_input)
     model.train()
     batch = _batch(8)
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=3e-3)
@@ -93,3 +97,23 @@ def test_a_taught_decoder_follows_the_key_pose():
         taught, own = flow_loss(1.0), flow_loss(0.0)
     # The head cannot tell the samples apart (same words, no images); the true key pose can.
     assert taught < 0.5 * own, (taught, own)
+
+
+def test_the_key_pose_input_is_saved_with_the_policy(tmp_path, observe):
+    model = _policy(key_pose_input=True).eval()
+    assert model.config.decoder.key_pose_input and model.config.decoder.subgoal
+    with torch.no_grad():  # a trained input: the chunk depends on it
+        model.decoder.key_pose_in.weight.normal_(0, 0.5)
+        for block in model.decoder.blocks:
+            block.modulation[-1].weight.normal_(0, 0.05)
+        model.decoder.action_out.weight.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "policy")
+    loaded = QwenVLAPolicy.from_pretrained(tmp_path / "policy").eval()
+    assert loaded.config.decoder.key_pose_input
+    aloha = load_embodiment("aloha_sim")
+    obs = observe(aloha, seed=1, instruction="pick up the red cube")
+    chunk = model.predict_chunk(obs, aloha, seed=5).actions
+    np.testing.assert_allclose(loaded.predict_chunk(obs, aloha, seed=5).actions, chunk, atol=1e-6)
+    with torch.no_grad():
+        model.decoder.key_pose_in.weight.zero_()
+    assert not np.allclose(model.predict_chunk(obs, aloha, seed=5).actions, chunk, atol=1e-4)
