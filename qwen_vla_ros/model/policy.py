@@ -282,7 +282,8 @@ class QwenVLAPolicy(nn.Module):
                                               num_steps, prefix_rows)
             else:
                 shape = (len(observations), horizon, self.max_action_dim)
-                noise = padded_noise(shape, prepared.dim_mask, generator, self.device, prepared.state.dtype)
+                noise = self.config.noise_scale * padded_noise(shape, prepared.dim_mask, generator, self.device,
+                                                               prepared.state.dtype)
                 actions = fast.sample(features, prepared.state, prepared.dim_mask, noise,
                                       num_steps or self.config.num_inference_steps, prefix_rows)
             self._lap(timings, "decoder", clock)
@@ -367,7 +368,7 @@ class QwenVLAPolicy(nn.Module):
             )
 
         shape = (state.shape[0], horizon, self.max_action_dim)
-        noise = padded_noise(shape, dim_mask, generator, self.device, state.dtype)
+        noise = self.config.noise_scale * padded_noise(shape, dim_mask, generator, self.device, state.dtype)
         return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps, prefix)
 
     def _to_chunks(
@@ -457,6 +458,11 @@ class QwenVLAPolicy(nn.Module):
         :meth:`.dit.ActionDiT.condition`. The saved config records it."""
         self.decoder.add_subgoal_head()
         self.config = dataclasses.replace(self.config, decoder=self.decoder.config)
+
+    def set_noise_scale(self, scale: float) -> None:
+        """Start every chunk's flow from noise times ``scale`` in [0, 1] (see
+        :class:`.config.PolicyConfig`); saved with the policy."""
+        self.config = dataclasses.replace(self.config, noise_scale=float(scale))
 
     def add_key_pose_input(self) -> None:
         """Give the decoder the key-pose input (:meth:`.dit.ActionDiT.add_key_pose_input`)."""

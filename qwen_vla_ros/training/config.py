@@ -252,6 +252,9 @@ class StageConfig(_Strict):
     # substituted did no better than with a zero one (docs/training.md, "Stage 5c"). Above 0,
     # the decoder also reads the key pose in its blocks' input (DiTConfig.key_pose_input).
     key_pose_teacher_forcing: float = Field(0.0, ge=0, le=1)
+    # The saved policy's inference noise scale (PolicyConfig.noise_scale; None = keep the
+    # --init policy's). RL rollouts of this stage sample with it too.
+    noise_scale: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _stage_rules(self) -> StageConfig:

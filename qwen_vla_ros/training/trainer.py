@@ -74,13 +74,16 @@ def load_initial_policy(init: str, config: StageConfig) -> QwenVLAPolicy:
 
 def prepare_policy_for_training(policy: QwenVLAPolicy, config: StageConfig, *, train_lm_head: bool = False) -> None:
     """Which weights train and how they are stored: freezing, LoRA adapters, frozen-weight
-    dtype, gradient checkpointing (in that order: LoRA freezes the base weights it adapts)."""
+    dtype, gradient checkpointing (in that order: LoRA freezes the base weights it adapts);
+    and the inference noise scale the saved policy keeps."""
     apply_freeze(policy, config.freeze, text_only=config.text_only, train_lm_head=train_lm_head)
     if config.lora.enabled:
         apply_lora(policy, config.lora, seed=config.seed)
     if config.frozen_dtype is not None:
         cast_frozen(policy, getattr(torch, config.frozen_dtype))
     enable_gradient_checkpointing(policy, config.gradient_checkpointing)
+    if config.noise_scale is not None:  # an inference setting, saved with the policy
+        policy.set_noise_scale(config.noise_scale)
 
 
 def make_accelerator(config: StageConfig, cpu: bool = False):

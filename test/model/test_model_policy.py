@@ -165,3 +165,21 @@ def test_prefix_inpainting_starts_the_chunk_with_the_frozen_actions(tiny_policy_
     assert not np.allclose(inpainted[3:], free[3:], atol=1e-4)  # the continuation saw the prefix
     with pytest.raises(ModelInputError, match="prefix must be"):
         model.predict_chunk(obs, signed_arm, prefix=np.zeros((3, 5)))
+
+
+def test_noise_scale_zero_gives_one_chunk_per_observation_on_both_paths(tiny_policy_dirs, tmp_path, observe):
+    model = _perturbed_copy(tiny_policy_dirs["qwen3_5"])
+    emb = load_embodiment("aloha_sim")
+    obs = observe(emb)
+    spread = model.predict_chunk(obs, emb, seed=3).actions
+    model.set_noise_scale(0.0)
+    centred = model.predict_chunk(obs, emb, seed=3).actions
+    assert not np.allclose(spread, centred)
+    np.testing.assert_array_equal(centred, model.predict_chunk(obs, emb, seed=4).actions)  # seed no longer matters
+    reloaded = QwenVLAPolicy.from_pretrained(model.save_pretrained(tmp_path / "centred")).eval()
+    assert reloaded.config.noise_scale == 0.0
+    np.testing.assert_allclose(reloaded.predict_chunk(obs, emb, seed=5).actions, centred, atol=1e-6)
+    reloaded.enable_fast_inference(compile=False)
+    np.testing.assert_allclose(reloaded.predict_chunk(obs, emb, seed=6).actions, centred, atol=1e-5)
+    with pytest.raises(ValueError, match="noise_scale"):
+        model.set_noise_scale(1.5)

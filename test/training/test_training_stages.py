@@ -152,3 +152,19 @@ def test_a_key_pose_weight_gives_the_policy_a_head_that_trains_and_is_saved(tmp_
     assert np.isfinite(trainer.state.evals[-1]["val_subgoal_loss"]) and trainer.state.evals[-1]["val_subgoal_loss"] > 0
     policy = _check_policy_folder(tmp_path / "final", embodiment_files["aloha_small"])
     assert policy.config.decoder.subgoal and policy.config.decoder.token_positions
+
+
+def test_teacher_forcing_gives_the_decoder_its_key_pose_input_and_the_noise_scale_is_saved(
+        tmp_path, small_config, embodiment_files):
+    from qwen_vla_ros.training.trainer import Trainer
+
+    config = small_config("sft", subgoal_weight=1.0, key_pose_teacher_forcing=1.0, noise_scale=0.0)
+    trainer = Trainer(config, "tiny", tmp_path, progress=False)
+    key_pose_in = trainer.policy.decoder.key_pose_in
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert key_pose_in is not None and all(id(p) in optimised for p in key_pose_in.parameters())
+    trainer.run()
+    policy = _check_policy_folder(tmp_path / "final", embodiment_files["aloha_small"])
+    assert policy.config.decoder.key_pose_input and policy.config.noise_scale == 0.0
+    with pytest.raises(Exception, match="subgoal_weight"):
+        small_config("sft", key_pose_teacher_forcing=0.5)
