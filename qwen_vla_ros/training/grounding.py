@@ -84,13 +84,18 @@ class GroundingScenes:
             evaluation (use ``(EVAL_SEED_START, ...)`` for held-out scenes).
         key_poses: also give each scene its key pose (costs the expert's IK up to its grasp,
             about 0.3 s a scene on one core, against 25 ms to render one).
+        pool_size: 0 = every scene is new; N > 0 = the first N scenes are kept and, once there
+            are N, batches draw from them at random (a run of thousands of steps then pays
+            for N scenes' IK, not for four per step).
     """
 
     def __init__(self, embodiment: Embodiment, task: str = "pick_color", camera: str = "cam_high",
                  approach_fraction: float = 0.5, seed: int = 0, seeds: tuple[int, int] = SCENE_SEEDS,
-                 key_poses: bool = False):
+                 key_poses: bool = False, pool_size: int = 0):
         from ..sim.experts import expert_for  # MuJoCo only where scenes are wanted
 
+        if pool_size < 0:
+            raise TrainingError(f"pool_size must be >= 0, got {pool_size}")
         if task not in NAMED_OBJECTS:
             raise TrainingError(f"grounding scenes need a task that names one object: {sorted(NAMED_OBJECTS)}, not {task!r}")
         if camera not in embodiment.camera_names:
@@ -102,6 +107,7 @@ class GroundingScenes:
         self._rng = np.random.default_rng(seed)
         self.seeds = (int(seeds[0]), int(seeds[1]))
         self.key_poses = bool(key_poses)
+        self.pool_size, self._pool = int(pool_size), []
 
     def sample(self) -> GroundingScene:
         seed = int(self._rng.integers(*self.seeds))
@@ -133,7 +139,16 @@ class GroundingScenes:
         return key_pose(actions, frame, frames)
 
     def batch(self, size: int) -> list[GroundingScene]:
-        return [self.sample() for _ in range(size)]
+        """``size`` scenes: new ones, or from the pool once it is full (see ``pool_size``)."""
+        return [self._next() for _ in range(size)]
+
+    def _next(self) -> GroundingScene:
+        if not self.pool_size:
+            return self.sample()
+        if len(self._pool) < self.pool_size:
+            self._pool.append(self.sample())
+            return self._pool[-1]
+        return self._pool[int(self._rng.integers(len(self._pool)))]
 
     def close(self) -> None:
         """Free the simulator's rendering contexts."""
@@ -193,6 +208,7 @@ def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
         "camera": options.get("camera", "cam_high"),
         "approach_fraction": float(options.get("approach_fraction", 0.5)),
         "key_poses": float(options.get("key_pose_weight", 0.0)) > 0,
+        "pool_size": int(options.get("pool_size", 0)),
     }
     tasks, seed = tuple(options.get("tasks", ["pick_color"])), int(options.get("seed", 0))
     key = (embodiment.name, tasks, seed, *settings.values())
@@ -204,7 +220,8 @@ def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
 def scene_grounding_loss(policy, step: int, options: dict) -> torch.Tensor:
     """``image_text`` hook: the grounding loss on ``batch_size`` (default 8) fresh scenes of
     the ``tasks`` in turn (default pick_color) for ``embodiment`` (default aloha_sim);
-    ``key_pose_weight`` > 0 (default 0) also trains the key pose on them."""
+    ``key_pose_weight`` > 0 (default 0) also trains the key pose on them; ``pool_size`` > 0
+    reuses that many scenes per task (:class:`GroundingScenes`)."""
     embodiment, sources = _scene_sources(options)
     scenes = sources[step % len(sources)].batch(int(options.get("batch_size", 8)))
     return grounding_loss(policy, scenes, embodiment, float(options.get("key_pose_weight", 0.0)))

@@ -74,6 +74,20 @@ def test_held_out_scenes_take_evaluation_seeds_and_unknown_tasks_are_refused(alo
         GroundingScenes(aloha, "pick_color", camera="cam_side")
 
 
+def test_a_scene_pool_renders_its_scenes_once_then_draws_from_them(aloha):
+    pooled = GroundingScenes(aloha, "pick_color", approach_fraction=0.0, seed=7, pool_size=3)
+    try:
+        first = pooled.batch(3)
+        again = pooled.batch(12)
+        assert len({s.seed for s in first}) == 3
+        assert {s.seed for s in again} <= {s.seed for s in first}
+        assert all(any(s is f for f in first) for s in again)  # the same scenes, not re-rendered
+    finally:
+        pooled.close()
+    with pytest.raises(TrainingError, match="pool_size"):
+        GroundingScenes(aloha, "pick_color", pool_size=-1)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_pointer_learns_where_the_named_cubes_are(aloha, seed):
     policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=seed), "tiny", seed=seed)
