@@ -107,6 +107,8 @@ class SimBridgeNode(Node):
         self.commands_applied = 0
         self.commands_rejected = 0
         self._closing = threading.Event()
+        self._scene_shown = threading.Event()  # cleared by a reset until a frame of it is out
+        self._scene_shown.set()
         self._thread = threading.Thread(target=self._run, name="sim", daemon=True)
         self._thread.start()
         startup_line(
@@ -209,7 +211,9 @@ class SimBridgeNode(Node):
         with self._lock:
             self.sim.reset(seed=self.sim.episode_seed)
             self._teleop_reset()
+            self._scene_shown.clear()
             seed = self.sim.episode_seed
+        self._wait_for_new_scene()
         response.success, response.message = True, f"{self.sim.task} episode {seed} from its start"
         return response
 
@@ -219,13 +223,24 @@ class SimBridgeNode(Node):
             with self._lock:
                 self.sim.reset(task=task)
                 self._teleop_reset()
+                self._scene_shown.clear()
                 seed, goal = self.sim.episode_seed, self.sim.goal
         except Exception as exc:  # noqa: BLE001 - a bad task name is the caller's answer, not a crash
             response.success, response.message = False, f"reset to task {task!r} failed: {exc}"
             return response
+        self._wait_for_new_scene()
         response.success = True
         response.message = f"new {self.sim.task} episode, seed {seed}" + (f", goal {goal}" if goal else "")
         return response
+
+    def _wait_for_new_scene(self) -> None:
+        """Reply to a reset only once the sim thread (which owns the GL context) has published
+        a camera frame of the new scene: its next step renders whatever the camera rate says.
+        Otherwise the newest frame until the next camera tick (up to 1 / camera_rate_hz later)
+        shows the old scene, and a policy instructed right after the reply acts on where the
+        objects were."""
+        if not self._scene_shown.wait(timeout=5.0):
+            self._log("reset", "no camera frame of the new scene within 5 s (is the sim thread stuck?)", "error")
 
     def _teleop_reset(self) -> None:
         if self.teleop is not None:
@@ -251,6 +266,8 @@ class SimBridgeNode(Node):
 
     def _step(self, dt: float, render: bool) -> None:
         with self._lock:
+            new_scene = not self._scene_shown.is_set()
+            render = render or new_scene
             self.sim.step(dt)
             # before publishing: an expert run starts from the episode's start state, which the
             # state and frame of its first step then show (as step 0 of a direct episode does)
@@ -259,6 +276,8 @@ class SimBridgeNode(Node):
             if render:
                 self._publish_cameras(stamp)
                 self._publish_task_state()
+            if new_scene:
+                self._scene_shown.set()
             if expert is not None:
                 self._send_expert(expert, stamp)
             warning = self.sim.take_warning()
