@@ -55,10 +55,7 @@ def flow_matching_loss(
     weights = dim_mask[:, None, :] * step_mask[..., None]
     target = target_velocity(norm_actions, noise)
     flow_loss = masked_mse(predicted, target, weights)
-    if subgoal is None or target_pose is None:
-        subgoal_loss = dim_mask.new_zeros(())
-    else:
-        subgoal_loss = masked_mse(subgoal, target_pose.to(subgoal.dtype), dim_mask)
+    subgoal_loss = _pose_error(subgoal, target_pose, dim_mask)
     return {
         "loss": flow_loss + subgoal_weight * subgoal_loss if subgoal_weight > 0 else flow_loss,
         "flow_loss": flow_loss.detach(),
@@ -72,7 +69,11 @@ def key_pose_loss(policy: QwenVLAPolicy, predicted: torch.Tensor | None, batch: 
                   embodiments: list[Embodiment], dim_mask: torch.Tensor) -> torch.Tensor:
     """MSE of the predicted key pose against ``batch['subgoal']``, normalised as actions are;
     0 without the head or without targets."""
-    target = normalised_key_pose(policy, batch, embodiments, dim_mask)
+    return _pose_error(predicted, normalised_key_pose(policy, batch, embodiments, dim_mask), dim_mask)
+
+
+def _pose_error(predicted: torch.Tensor | None, target: torch.Tensor | None, dim_mask: torch.Tensor) -> torch.Tensor:
+    """MSE over the used dimensions; 0 where either side is missing."""
     if predicted is None or target is None:
         return dim_mask.new_zeros(())
     return masked_mse(predicted, target.to(predicted.dtype), dim_mask)

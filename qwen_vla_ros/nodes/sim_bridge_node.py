@@ -17,8 +17,10 @@ Topics and services:
     ~/wrong_object               std_msgs/Bool (transient-local), colour tasks: acted on an
                                  object the instruction did not name
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
-                                 seed: the previous episode's + 1; the first is `seed`)
+                                 seed: the previous episode's + 1; the first is `seed`);
+                                 replies once a camera frame of the new scene is published
     ~/restart                    std_srvs/Trigger: the same episode (seed) again, from its start
+                                 (replies as ~/reset does)
     ~/expert_done                std_msgs/Bool, with `expert: true`: an expert run finished;
                                  true if it solved the task
     instruction (subscribed)     std_msgs/String: colour tasks score the object it names; with
