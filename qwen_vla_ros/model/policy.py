@@ -282,8 +282,7 @@ class QwenVLAPolicy(nn.Module):
                                               num_steps, prefix_rows)
             else:
                 shape = (len(observations), horizon, self.max_action_dim)
-                noise = self.config.noise_scale * padded_noise(shape, prepared.dim_mask, generator, self.device,
-                                                               prepared.state.dtype)
+                noise = self._initial_noise(shape, prepared.dim_mask, generator, prepared.state.dtype)
                 actions = fast.sample(features, prepared.state, prepared.dim_mask, noise,
                                       num_steps or self.config.num_inference_steps, prefix_rows)
             self._lap(timings, "decoder", clock)
@@ -368,8 +367,12 @@ class QwenVLAPolicy(nn.Module):
             )
 
         shape = (state.shape[0], horizon, self.max_action_dim)
-        noise = self.config.noise_scale * padded_noise(shape, dim_mask, generator, self.device, state.dtype)
+        noise = self._initial_noise(shape, dim_mask, generator, state.dtype)
         return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps, prefix)
+
+    def _initial_noise(self, shape, dim_mask: torch.Tensor, generator, dtype) -> torch.Tensor:
+        """Where every chunk's flow starts (both samplers): padded noise times ``noise_scale``."""
+        return self.config.noise_scale * padded_noise(shape, dim_mask, generator, self.device, dtype)
 
     def _to_chunks(
         self, actions, prepared: PreparedObservations, observations, timings
