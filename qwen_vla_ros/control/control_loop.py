@@ -8,6 +8,7 @@ The ROS node calls::
     publish(result.commands)                   # OutputCommand -> messages
     publish(loop.hold_commands())              # once, on shutdown
     loop.stop()                                # policy stopped: hold until the next chunk
+    loop.rebase()                              # robot moved by someone else: hold where it now is
     loop.statistics()                          # counters + last mode/reason, for diagnostics
 
 Run or hold: the rule
@@ -252,6 +253,22 @@ class ControlLoop:
         """Drop every chunk and hold (hard) until the next accepted chunk."""
         self.scheduler.clear(self._last_tick)
         self._stopped = True
+
+    def rebase(self) -> None:
+        """The robot was moved by something other than this loop (a simulation reset, an
+        operator putting the arms back): drop every chunk, forget the last command and the
+        measured state, and hold (hard, cause 'stopped') at the next measured state.
+
+        Without it the hold would keep commanding the position latched before the move, and
+        the controllers would drag the robot back there; the next chunk would ramp from that
+        stale command too. Until a measured state arrives nothing is commanded (driving blind
+        is unsafe); the counters, the e-stop and a shutdown are kept.
+        """
+        self.stop()
+        self.base.reset()
+        self._last_command[:] = np.nan
+        self._measured[:] = np.nan
+        self._hold_target = self._hold_tier = None
 
     def _decide(
         self,

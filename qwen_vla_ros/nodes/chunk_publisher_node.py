@@ -17,6 +17,12 @@ Topics (relative names resolve in the node's namespace):
     /diagnostics     diagnostic_msgs/DiagnosticArray: mode, clipped commands, rejected chunks,
                      dropped messages per topic
 
+Services:
+    ~/reset          std_srvs/Trigger: the robot was moved by something else (a simulation
+                     reset, an operator): drop the chunks, forget the last command and the
+                     measured state, hold at the next measured state. Call it after the move;
+                     otherwise the hold drags the robot back to where it was.
+
 It is the last process standing: no message, no lost inference process and no stale state
 source ends it; it holds (a state source older than its max_age_s holds too, naming it) and
 keeps publishing the hold.
@@ -32,6 +38,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from std_msgs.msg import Bool, Header
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..control.control_loop import ControlLoop
@@ -117,6 +124,7 @@ class ChunkPublisherNode(Node):
         self.outputs = CommandPublishers(self, self.embodiment)
         self._subscribe()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(self.embodiment.dt, guard_timer(self, self._tick, "control tick"))
         self.create_timer(1.0, guard_timer(self, self._publish_diagnostics, "diagnostics"))
         startup_line(
@@ -187,6 +195,16 @@ class ChunkPublisherNode(Node):
         problems = self.loop.add_chunk(chunk, self.now_s())
         if problems and not self.estop:  # during an e-stop dropping chunks is the point
             self._log("chunk", "chunk rejected: " + "; ".join(problems))
+
+    def _on_reset(self, request, response):
+        """The robot was moved under us: hold where it is measured next, not where it was."""
+        self.loop.rebase()
+        self.state.clear()  # readings from before the move must not set the new hold
+        self.base_pose = None
+        response.success = True
+        response.message = "chunks and commands dropped; holding at the next measured state"
+        self.get_logger().info("reset: " + response.message)
+        return response
 
     def _estop_callback(self, subscription: int):
         def callback(msg: Bool) -> None:

@@ -154,16 +154,25 @@ class _Session:
                     flush=True,
                 )
 
+    def call(self, client, what: str) -> None:
+        """Call a Trigger service and wait for its reply; a refusal is an error."""
+        self.spin_until(client.service_is_ready, f"waiting for {client.srv_name}")
+        future = client.call_async(Trigger.Request())
+        self.spin_until(future.done, what)
+        if not future.result().success:
+            raise RuntimeError(f"{client.srv_name} refused: {future.result().message}")
+
     def episode(self, instruction: str, seconds: float, reset: bool, same_scene: bool = False) -> dict:
         """One episode; ``reset``: a new scene first (the next seed), or with ``same_scene``
         the current seed's scene again from its start (paired instructions)."""
         monitor = self.monitor
         if reset:
             monitor.instruct("")  # stop the old task before the world jumps back
-            client = monitor.restart_client if same_scene else monitor.reset_client
-            self.spin_until(lambda: client.service_is_ready(), "waiting for the sim")
-            future = client.call_async(Trigger.Request())
-            self.spin_until(future.done, "resetting the sim")
+            self.call(monitor.restart_client if same_scene else monitor.reset_client, "resetting the sim")
+            # the sim teleported the arms: the inference node drops the old scene's readings,
+            # and the chunk publisher holds the new pose instead of dragging the arms back
+            for client in monitor.policy_reset_clients:
+                self.call(client, "resetting the policy")
         monitor.instruct(instruction)
         monitor.begin(instruction)
         self.spin_until(lambda: len(monitor.record.chunk_times) > 0, "waiting for the first chunk (model loading)")

@@ -13,6 +13,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_srvs.srv import Trigger
 from test_msgs.msg import BasicTypes, UnboundedSequences
 from trajectory_msgs.msg import JointTrajectory
 
@@ -46,11 +47,12 @@ class Rig(Node):
         self.create_subscription(JointTrajectory, "/follower_right/arm_controller/joint_trajectory",
                                  lambda m: self.right_arm.append(np.array(m.points[0].positions)), COMMAND)
         self.create_subscription(Float64MultiArray, "/follower_right/gripper_controller/commands", lambda m: None, COMMAND)
+        self.pose = [0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.0579]  # what the rig measures, rad
         self.create_timer(0.01, self._publish_state)
 
     def _publish_state(self) -> None:
         for pub in self.state_pubs:
-            msg = JointState(name=ARM, position=[0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.0579])
+            msg = JointState(name=ARM, position=list(self.pose))
             msg.header.stamp = self.get_clock().now().to_msg()
             pub.publish(msg)
 
@@ -211,3 +213,26 @@ def test_lost_inference_heartbeat_holds_within_the_chunk_timeout(setup):
     first = min(t for t, c in ticks if c == "inference_lost")
     assert first - stopped <= emb.chunk_timeout_s + 2 * emb.dt
     assert "heartbeat" in publisher.loop.last_result.reason
+
+
+def test_reset_holds_where_the_robot_was_moved_to(setup):
+    """A simulation reset teleports the arms: after ~/reset the hold follows the new pose
+    instead of dragging the arm back to the pose it held before."""
+    publisher, rig, ticks = setup
+    emb = rig.emb
+    start = publisher._measured_state()
+    rig.send_chunk(np.tile(start, (emb.chunk_horizon, 1)))
+    assert wait_for(lambda: ticks and ticks[-1][1] == "run", timeout_s=5)
+    rig.chunk_pub.publish(JointTrajectory(joint_names=emb.action_names))  # stop
+    assert wait_for(lambda: ticks[-1][1] == "stopped", timeout_s=5)
+    rig.pose = [0.6, *rig.pose[1:]]  # the left waist "teleports" 0.6 rad
+    assert wait_for(lambda: publisher._measured_state()[0] == pytest.approx(0.6), timeout_s=5)
+    seen = len(rig.left_arm)
+    assert wait_for(lambda: len(rig.left_arm) > seen + 5, timeout_s=5)
+    assert all(abs(values[0]) < 0.05 for _, values in rig.left_arm[seen:])  # held where it was
+    client = rig.create_client(Trigger, "chunk_publisher/reset")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(Trigger.Request())
+    assert wait_for(future.done, timeout_s=10) and future.result().success
+    assert wait_for(lambda: abs(rig.left_arm[-1][1][0] - 0.6) < 1e-3, timeout_s=5)
+    assert ticks[-1][1] == "stopped"
