@@ -8,7 +8,7 @@ The ROS node calls::
     publish(result.commands)                   # OutputCommand -> messages
     publish(loop.hold_commands())              # once, on shutdown
     loop.stop()                                # policy stopped: hold until the next chunk
-    loop.rebase()                              # robot moved by someone else: hold where it now is
+    loop.release()                             # someone else moves the robot: command nothing
     loop.statistics()                          # counters + last mode/reason, for diagnostics
 
 Run or hold: the rule
@@ -17,6 +17,8 @@ Run or hold: the rule
     Otherwise it *holds* (mode 'hold'); ``TickResult.cause`` says why, first match wins:
 
     shutdown      hold_commands() was called: every later tick holds.
+    released      release() was called (the robot is moved by someone else): nothing is
+                  commanded until a chunk is accepted.
     stopped       stop() was called (e.g. an empty chunk); holds until a chunk is accepted.
     estop         ``estop`` is True (latched by the caller); every chunk is dropped.
     clock         time went backwards (simulation reset); every chunk is dropped.
@@ -186,6 +188,7 @@ class ControlLoop:
         self._last_tick: float | None = None
         self._shutdown = False
         self._stopped = False
+        self._released = False
         self._estop = False  # as of the last tick: chunks arriving meanwhile are refused
         self.last_result: TickResult | None = None
 
@@ -212,7 +215,7 @@ class ControlLoop:
             current = np.where(np.isfinite(self._last_command), self._last_command, self._measured)
             problems = self.limiter.check_chunk(chunk, current, now)
         if not problems and self.scheduler.add(chunk, now) is not None:
-            self._stopped = False
+            self._stopped = self._released = False
         elif not problems:
             problems = [
                 f"chunk {chunk.chunk_id} ran out before it could play (start {chunk.start_time:.3f} s, "
@@ -254,20 +257,22 @@ class ControlLoop:
         self.scheduler.clear(self._last_tick)
         self._stopped = True
 
-    def rebase(self) -> None:
-        """The robot was moved by something other than this loop (a simulation reset, an
-        operator putting the arms back): drop every chunk, forget the last command and the
-        measured state, and hold (hard, cause 'stopped') at the next measured state.
+    def release(self) -> None:
+        """Stand aside while something else moves the robot (a simulation reset, an operator
+        putting the arms back): drop every chunk and command nothing until the next accepted
+        chunk, which then ramps from the measured state (tick cause 'released').
 
-        Without it the hold would keep commanding the position latched before the move, and
-        the controllers would drag the robot back there; the next chunk would ramp from that
-        stale command too. Until a measured state arrives nothing is commanded (driving blind
-        is unsafe); the counters, the e-stop and a shutdown are kept.
+        The controllers keep their last goal meanwhile (position controllers hold it; a base
+        controller stops on its command timeout). A hold would fight the move: the latched
+        position is where the robot *was*, and the next chunk would ramp from that stale
+        command. An e-stop still commands a hold; a shutdown still sends the final hold.
         """
-        self.stop()
+        self.scheduler.clear(self._last_tick)
         self.base.reset()
+        self._released = True
+        self._stopped = False
         self._last_command[:] = np.nan
-        self._measured[:] = np.nan
+        self._measured[:] = np.nan  # readings from before the move must not be ramped from
         self._hold_target = self._hold_tier = None
 
     def _decide(
@@ -287,6 +292,8 @@ class ControlLoop:
         if estop:
             self.scheduler.clear(now)
             return self._hold(dt, "estop", "e-stop: holding, chunks dropped")
+        if self._released:
+            return self._silent("released", "released: commanding nothing until the next chunk")
         if self._stopped:
             return self._hold(dt, "stopped", "stopped: holding until the next chunk")
         if clock_jumped:
@@ -384,6 +391,12 @@ class ControlLoop:
         self.base.remember(twists)
 
     # -- holding ---------------------------------------------------------------------------
+    def _silent(self, cause: str, reason: str) -> TickResult:
+        self.stats.hold_ticks += 1
+        self.stats.holds_by_cause[cause] += 1
+        nothing = np.full(self.embodiment.action_dim, np.nan)
+        return TickResult([], "hold", reason, None, cause, nothing)
+
     def _hold(self, dt: float, cause: str, reason: str) -> TickResult:
         tier = "soft" if cause in SOFT_CAUSES else "hard"
         if self._hold_tier is None or (self._hold_tier == "soft" and tier == "hard"):

@@ -18,10 +18,10 @@ Topics (relative names resolve in the node's namespace):
                      dropped messages per topic
 
 Services:
-    ~/reset          std_srvs/Trigger: the robot was moved by something else (a simulation
-                     reset, an operator): drop the chunks, forget the last command and the
-                     measured state, hold at the next measured state. Call it after the move;
-                     otherwise the hold drags the robot back to where it was.
+    ~/reset          std_srvs/Trigger: stand aside while something else moves the robot (a
+                     simulation reset, an operator): drop the chunks and command nothing until
+                     the next chunk, which ramps from the measured state. Call it *before* the
+                     move; a hold would drag the robot back to where it was.
 
 It is the last process standing: no message, no lost inference process and no stale state
 source ends it; it holds (a state source older than its max_age_s holds too, naming it) and
@@ -197,12 +197,12 @@ class ChunkPublisherNode(Node):
             self._log("chunk", "chunk rejected: " + "; ".join(problems))
 
     def _on_reset(self, request, response):
-        """The robot was moved under us: hold where it is measured next, not where it was."""
-        self.loop.rebase()
-        self.state.clear()  # readings from before the move must not set the new hold
+        """Someone else is about to move the robot: stop commanding until the next chunk."""
+        self.loop.release()
+        self.state.clear()  # readings from before the move must not be ramped from
         self.base_pose = None
         response.success = True
-        response.message = "chunks and commands dropped; holding at the next measured state"
+        response.message = "chunks dropped; commanding nothing until the next chunk"
         self.get_logger().info("reset: " + response.message)
         return response
 

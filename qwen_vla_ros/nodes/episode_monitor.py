@@ -40,11 +40,10 @@ class EpisodeMonitor(Node):
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.reset_client = self.create_client(Trigger, "sim_bridge/reset")
         self.restart_client = self.create_client(Trigger, "sim_bridge/restart")
-        # after the sim moved the robot: the policy and the hold start over from the new scene
-        self.policy_reset_clients = [
-            self.create_client(Trigger, "inference_node/reset"),
-            self.create_client(Trigger, "chunk_publisher/reset"),
-        ]
+        # before a sim reset the chunk publisher stands aside (a hold would drag the arms back
+        # to the old pose); after it the inference node drops the old scene's readings
+        self.release_client = self.create_client(Trigger, "chunk_publisher/reset")
+        self.policy_reset_client = self.create_client(Trigger, "inference_node/reset")
         # one command row per control tick, sampled when this output is published
         self._clock_output = next(
             (o for o in embodiment.outputs if all(embodiment.group(g).kind != "base_waypoints" for g in o.groups)),

@@ -3,7 +3,10 @@
 Both start the sim bridge, the inference process and the chunk publisher as separate
 processes (exactly as `qwen-vla bringup --sim` does), give the instruction on the
 instruction topic, and watch with an :class:`EpisodeMonitor`. An episode starts when the
-policy's first chunk arrives and lasts ``--seconds`` of simulated time.
+policy's first chunk arrives and lasts ``--seconds`` of simulated time. Between episodes:
+an empty instruction (stop), ``chunk_publisher/reset`` (stand aside: no hold drags the arms
+back while the sim moves them), ``sim_bridge/reset``, ``inference_node/reset`` (drop the
+old scene's readings), then the next instruction.
 
 Episode k runs on seed ``--first-seed + k`` (default from ``EVAL_SEED_START``: seeds the
 demonstrations never use); its instruction is one of the task's phrasings naming the goal
@@ -168,11 +171,11 @@ class _Session:
         monitor = self.monitor
         if reset:
             monitor.instruct("")  # stop the old task before the world jumps back
+            # the chunk publisher stands aside while the sim moves the arms (its hold would
+            # drag them back to the old pose); the inference node then drops the old scene
+            self.call(monitor.release_client, "releasing the arms")
             self.call(monitor.restart_client if same_scene else monitor.reset_client, "resetting the sim")
-            # the sim teleported the arms: the inference node drops the old scene's readings,
-            # and the chunk publisher holds the new pose instead of dragging the arms back
-            for client in monitor.policy_reset_clients:
-                self.call(client, "resetting the policy")
+            self.call(monitor.policy_reset_client, "resetting the policy")
         monitor.instruct(instruction)
         monitor.begin(instruction)
         self.spin_until(lambda: len(monitor.record.chunk_times) > 0, "waiting for the first chunk (model loading)")

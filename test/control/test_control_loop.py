@@ -305,29 +305,39 @@ def test_stop_holds_until_the_next_chunk_and_statistics_report_it(aloha):
     assert loop.statistics()["reason"] == "chunk 0 step 0"
 
 
-def test_rebase_holds_where_the_robot_was_moved_not_where_it_was(aloha):
-    """A simulation reset teleports the arms: the stopped hold must not drag them back, and
-    the next chunk starts from the new pose instead of being refused as a jump."""
+def test_release_commands_nothing_and_the_next_chunk_starts_where_the_robot_was_moved(aloha):
+    """A simulation reset teleports the arms: a hold would drag them back to the old pose, and
+    the next chunk would be refused as a jump from the stale command."""
     waist = index(aloha, "left_arm/waist")
     before, moved = aloha.home_position.copy(), aloha.home_position.copy()
     moved[waist] += 0.8  # rad: far more than ten step limits
-    stale, rebased = ControlLoop(aloha, "async"), ControlLoop(aloha, "async")
-    for loop in (stale, rebased):
+    held, released = ControlLoop(aloha, "async"), ControlLoop(aloha, "async")
+    for loop in (held, released):
         loop.add_chunk(steady_chunk(aloha, before, 0.0), now=0.0)
         assert loop.tick(0.0, before).mode == "run"
         loop.stop()
         loop.tick(0.02, before)
-    rebased.rebase()
-    blind = rebased.tick(0.04, None)
-    assert (blind.mode, blind.cause, blind.commands) == ("hold", "stopped", [])
-    assert stale.tick(0.04, moved).command[waist] < before[waist] + 0.1  # dragged back
-    held = rebased.tick(0.06, moved)
-    np.testing.assert_allclose(held.command, moved)
-    assert stale.add_chunk(steady_chunk(aloha, moved, 0.08), now=0.08) != []
-    assert rebased.add_chunk(steady_chunk(aloha, moved, 0.08), now=0.08) == []
-    resumed = rebased.tick(0.08, moved)
+    released.release()
+    released.stop()  # an empty chunk arriving late does not bring the hold back
+    for now in (0.04, 0.06):
+        quiet = released.tick(now, moved)
+        assert (quiet.mode, quiet.cause, quiet.commands) == ("hold", "released", [])
+        assert held.tick(now, moved).command[waist] < before[waist] + 0.1  # dragged back
+    assert held.add_chunk(steady_chunk(aloha, moved, 0.08), now=0.08) != []
+    assert released.add_chunk(steady_chunk(aloha, moved, 0.08), now=0.08) == []
+    resumed = released.tick(0.08, moved)
     assert resumed.mode == "run"
     np.testing.assert_allclose(resumed.command, moved)
+    assert released.statistics()["holds_released"] == 2
+
+
+def test_an_estop_while_released_still_holds(aloha):
+    loop = ControlLoop(aloha, "async")
+    loop.tick(0.0, aloha.home_position)
+    loop.release()
+    estop = loop.tick(0.02, aloha.home_position, estop=True)
+    assert estop.cause == "estop" and estop.commands
+    np.testing.assert_allclose(estop.command, aloha.home_position)
 
 
 def test_hold_that_began_blind_latches_joints_once_they_are_measured():

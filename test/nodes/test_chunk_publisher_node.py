@@ -215,24 +215,27 @@ def test_lost_inference_heartbeat_holds_within_the_chunk_timeout(setup):
     assert "heartbeat" in publisher.loop.last_result.reason
 
 
-def test_reset_holds_where_the_robot_was_moved_to(setup):
-    """A simulation reset teleports the arms: after ~/reset the hold follows the new pose
-    instead of dragging the arm back to the pose it held before."""
+def test_reset_stands_aside_while_the_robot_is_moved(setup):
+    """Before a simulation reset teleports the arms, ~/reset stops the commands (a hold would
+    drag the arms back); the next chunk then starts from where the arms were moved."""
     publisher, rig, ticks = setup
     emb = rig.emb
     start = publisher._measured_state()
     rig.send_chunk(np.tile(start, (emb.chunk_horizon, 1)))
     assert wait_for(lambda: ticks and ticks[-1][1] == "run", timeout_s=5)
-    rig.chunk_pub.publish(JointTrajectory(joint_names=emb.action_names))  # stop
-    assert wait_for(lambda: ticks[-1][1] == "stopped", timeout_s=5)
-    rig.pose = [0.6, *rig.pose[1:]]  # the left waist "teleports" 0.6 rad
-    assert wait_for(lambda: publisher._measured_state()[0] == pytest.approx(0.6), timeout_s=5)
-    seen = len(rig.left_arm)
-    assert wait_for(lambda: len(rig.left_arm) > seen + 5, timeout_s=5)
-    assert all(abs(values[0]) < 0.05 for _, values in rig.left_arm[seen:])  # held where it was
     client = rig.create_client(Trigger, "chunk_publisher/reset")
     assert client.wait_for_service(timeout_sec=10)
     future = client.call_async(Trigger.Request())
     assert wait_for(future.done, timeout_s=10) and future.result().success
+    assert wait_for(lambda: ticks[-1][1] == "released", timeout_s=5)
+    quiet_from = len(ticks)
+    rig.pose = [0.6, *rig.pose[1:]]  # the left waist "teleports" 0.6 rad
+    assert wait_for(lambda: publisher._measured_state()[0] == pytest.approx(0.6), timeout_s=5)
+    commands_before = len(rig.left_arm)
+    assert wait_for(lambda: len(ticks) > quiet_from + 5, timeout_s=5)
+    assert {cause for _, cause in ticks[quiet_from:]} == {"released"}
+    assert len(rig.left_arm) <= commands_before + 1  # at most one already on its way
+    moved = publisher._measured_state()
+    rig.send_chunk(np.tile(moved, (emb.chunk_horizon, 1)))
+    assert wait_for(lambda: ticks[-1][1] == "run", timeout_s=5)
     assert wait_for(lambda: abs(rig.left_arm[-1][1][0] - 0.6) < 1e-3, timeout_s=5)
-    assert ticks[-1][1] == "stopped"
