@@ -17,10 +17,10 @@ Run or hold: the rule
     Otherwise it *holds* (mode 'hold'); ``TickResult.cause`` says why, first match wins:
 
     shutdown      hold_commands() was called: every later tick holds.
+    estop         ``estop`` is True (latched by the caller); every chunk is dropped.
     released      release() was called (the robot is moved by someone else): nothing is
                   commanded until a chunk is accepted.
     stopped       stop() was called (e.g. an empty chunk); holds until a chunk is accepted.
-    estop         ``estop`` is True (latched by the caller); every chunk is dropped.
     clock         time went backwards (simulation reset); every chunk is dropped.
     fault         the scheduled action or tracker twist was NaN/inf; every chunk is dropped.
     no_reference  neither a previous command nor a measured state to ramp from.
