@@ -38,6 +38,8 @@ class EpisodeRecord:
     reward: float = 0.0
     start_time: float = 0.0
     end_time: float = 0.0
+    # first state measured after the instruction, before the first chunk (action layout, rig units)
+    start_state: np.ndarray | None = None
     wall_seconds: float = 0.0
 
 
@@ -90,6 +92,9 @@ def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) ->
         "real_time_factor": round(duration / record.wall_seconds, 3) if record.wall_seconds else None,
         "control_steps": max(len(record.commands), len(record.tracked_twists)),
         "chunks": len(record.chunk_times),
+        # where the robot was when the instruction was given (action layout, rig units): every
+        # episode of a seed should start from the same pose, however the last one ended
+        "start_state": None if record.start_state is None else [round(float(v), 4) for v in record.start_state],
         "inference_latency_ms": percentiles(record.inference_ms),
         "commands_clipped_by_safety": record.clipped_commands,
         **_tracked_twist_summary(record),

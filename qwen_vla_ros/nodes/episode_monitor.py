@@ -80,8 +80,16 @@ class EpisodeMonitor(Node):
         self.instruction_pub.publish(String(data=text))
 
     def begin(self, instruction: str) -> None:
-        """Start recording a new episode from now."""
-        self.record = EpisodeRecord(self.embodiment.name, instruction, start_time=self.now_s())
+        """Start recording a new episode from now. Called again when the policy's first chunk
+        arrives, the episode keeps as ``start_state`` the first state measured after the first
+        call: nothing moves the robot between the instruction and the first chunk."""
+        start_state = None
+        if self._recording:
+            start_state = self.record.start_state
+            if start_state is None and self.record.states:
+                start_state = self.record.states[0]
+        self.record = EpisodeRecord(self.embodiment.name, instruction, start_time=self.now_s(),
+                                    start_state=start_state)
         self._recording = True
 
     def end(self) -> EpisodeRecord:

@@ -132,4 +132,7 @@ def test_paired_eval_runs_each_scene_with_two_instructions(tmp_path):
     assert report["paired_instructions"]["pairs"] == 1
     assert report["success"]["ci95"][0] <= report["success_rate"] <= report["success"]["ci95"][1]
     assert all(e["control_steps"] > 30 for e in report["per_episode"])
+    # where each episode started is reported (the release before a reset is tested in
+    # test_chunk_publisher_node.py; here the untrained policy moves too little for a margin)
+    assert all(len(e["start_state"]) == 14 and np.all(np.isfinite(e["start_state"])) for e in report["per_episode"])
     assert (tmp_path / "eval.png").is_file() and (tmp_path / "episode-100000.mp4").stat().st_size > 1000
