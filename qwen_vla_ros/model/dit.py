@@ -59,6 +59,9 @@ class DiTConfig:
             raise ValueError(
                 f"hidden_size {self.hidden_size} must divide by num_heads {self.num_heads}"
             )
+        for part in ("grounding", "key_pose_input"):
+            if getattr(self, part) and not self.subgoal:
+                raise ValueError(f"{part} belongs to the key-pose head: it needs subgoal=True")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -396,7 +399,7 @@ class ActionDiT(nn.Module):
         if not cond_projected:
             cond, cond_mask, _ = self.condition(cond, cond_mask, dim_mask)
         memory = cond
-        if self.key_pose_in is not None and self.key_pose is not None:
+        if self.key_pose_in is not None:
             x = x + self.key_pose_in(memory[:, -1:])  # condition() puts the key-pose token last
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:

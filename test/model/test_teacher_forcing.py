@@ -13,6 +13,7 @@ import torch
 
 from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
+from qwen_vla_ros.model.dit import DiTConfig
 
 
 def _policy(seed: int = 0, key_pose_input: bool = False) -> QwenVLAPolicy:
@@ -117,3 +118,11 @@ def test_the_key_pose_input_is_saved_with_the_policy(tmp_path, observe):
     with torch.no_grad():
         model.decoder.key_pose_in.weight.zero_()
     assert not np.allclose(model.predict_chunk(obs, aloha, seed=5).actions, chunk, atol=1e-4)
+
+
+@pytest.mark.parametrize("part", ["grounding", "key_pose_input"])
+def test_key_pose_parts_without_the_head_are_refused(part):
+    """Without the head there is no key-pose token to point with or to feed in."""
+    with pytest.raises(ValueError, match="needs subgoal=True"):
+        DiTConfig(hidden_size=64, depth=2, num_heads=4, **{part: True})
+    assert getattr(DiTConfig(hidden_size=64, depth=2, num_heads=4, subgoal=True, **{part: True}), part)
