@@ -20,7 +20,8 @@ Topics and services:
                                  seed: the previous episode's + 1; the first is `seed`);
                                  replies once a camera frame of the new scene is published
     ~/restart                    std_srvs/Trigger: the same episode (seed) again, from its start
-                                 (replies as ~/reset does)
+                                 (replies as ~/reset does). With a policy running, call
+                                 chunk_publisher/reset first, or its hold drags the arms back
     ~/expert_done                std_msgs/Bool, with `expert: true`: an expert run finished;
                                  true if it solved the task
     instruction (subscribed)     std_msgs/String: colour tasks score the object it names; with
