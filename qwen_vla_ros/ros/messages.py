@@ -88,11 +88,24 @@ def msg_to_chunk(msg: JointTrajectory, expected_names: list[str], dt: float) -> 
 
 # -- state ------------------------------------------------------------------------------------
 def joint_state_values(msg: Any) -> dict[str, float]:
-    """sensor_msgs/JointState -> {name: position}; raises on length mismatch."""
+    """sensor_msgs/JointState -> {name: position}; raises on length mismatch.
+
+    The message's contract: every array has one entry per name, or is empty. A message
+    whose velocity or effort breaks it is refused whole, positions included: its sender
+    is broken, so its positions cannot be trusted either (a fuzzed state with ragged
+    velocities and all-zero positions once set the chunk publisher's hold 1 rad away).
+    """
     if len(msg.name) != len(msg.position):
         raise MessageConversionError(
             f"JointState has {len(msg.name)} names but {len(msg.position)} positions"
         )
+    for field in ("velocity", "effort"):
+        values = getattr(msg, field)
+        if len(values) not in (0, len(msg.name)):
+            raise MessageConversionError(
+                f"JointState has {len(msg.name)} names but {len(values)} {field} values "
+                "(one per name, or none)"
+            )
     return {name: float(value) for name, value in zip(msg.name, msg.position, strict=True)}
 
 

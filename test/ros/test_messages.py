@@ -53,6 +53,17 @@ def test_joint_state_length_mismatch_is_an_error():
         joint_state_values(JointState(name=["a", "b"], position=[1.0]))
 
 
+def test_joint_state_with_ragged_velocity_or_effort_is_refused_whole():
+    # Positions that look valid come from a broken sender: taking them moved a hold 1 rad.
+    with pytest.raises(MessageConversionError, match="2 names but 7 velocity"):
+        joint_state_values(JointState(name=["a", "b"], position=[0.0, 0.0], velocity=[0.0] * 7))
+    with pytest.raises(MessageConversionError, match="2 names but 1 effort"):
+        joint_state_values(JointState(name=["a", "b"], position=[0.0, 0.0], effort=[1.0]))
+    # Empty velocity and effort arrays are allowed (a driver that measures positions only).
+    full = JointState(name=["a", "b"], position=[0.1, 0.2], velocity=[0.0, 0.0], effort=[])
+    assert joint_state_values(full) == {"a": 0.1, "b": 0.2}
+
+
 def test_message_class_by_name_and_missing_package():
     assert message_class("std_msgs/msg/Float64MultiArray") is Float64MultiArray
     with pytest.raises(MessageConversionError, match="not installed"):
