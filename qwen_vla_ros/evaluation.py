@@ -35,6 +35,7 @@ class EpisodeRecord:
     clipped_commands: int = 0
     success: bool = False
     wrong_object: bool = False  # colour tasks: an object the instruction did not name was acted on
+    approached: str | None = None  # colour tasks: the object the robot went to (sim_bridge/approached)
     reward: float = 0.0
     start_time: float = 0.0
     end_time: float = 0.0
@@ -101,6 +102,7 @@ def summarize(record: EpisodeRecord, embodiment: Embodiment, model_note: str) ->
         "smoothness_in_step_limits": smoothness(record, embodiment),
         "success": bool(record.success),
         "wrong_object": bool(record.wrong_object),
+        "approached": record.approached,
         "reward": record.reward,
     }
 
@@ -122,6 +124,21 @@ def rate(flags: list[bool]) -> dict[str, float | int]:
     return {"rate": hits / n if n else 0.0, "ci95": [round(low, 3), round(high, 3)], "successes": hits, "episodes": n}
 
 
+def approach_rates(episodes: list[dict]) -> dict:
+    """Colour tasks: how often the robot went to the object its instruction named, and to
+    another one (episodes need ``goal`` and ``approached``); empty for tasks without goals.
+
+    Finer than success: it counts an episode that reached for the right cube and failed the
+    grasp, which is what tells instruction following apart from manipulation skill."""
+    scored = [e for e in episodes if e.get("goal")]
+    if not scored:
+        return {}
+    return {
+        "instructed_object_approached": rate([e.get("approached") == e["goal"] for e in scored]),
+        "other_object_approached": rate([e.get("approached") not in (None, e["goal"]) for e in scored]),
+    }
+
+
 def task_report(episodes: list[dict]) -> dict:
     """Success (and wrong-object) rates overall and per instruction, from per-episode summaries."""
     by_instruction: dict[str, list[dict]] = {}
@@ -130,6 +147,7 @@ def task_report(episodes: list[dict]) -> dict:
     return {
         "success": rate([e["success"] for e in episodes]),
         "wrong_object": rate([e.get("wrong_object", False) for e in episodes]),
+        **approach_rates(episodes),
         "per_instruction": {
             text: {"success": rate([e["success"] for e in group]), "wrong_object": rate([e.get("wrong_object", False) for e in group])}
             for text, group in sorted(by_instruction.items())
@@ -139,7 +157,7 @@ def task_report(episodes: list[dict]) -> dict:
 
 def paired_report(episodes: list[dict]) -> dict:
     """Instruction following from paired episodes (same seed, two goals, in order): how often the
-    robot acted on the object each instruction named, and how often it did so in both."""
+    robot acted on (lifted; went to) the object each instruction named, and did so in both."""
     by_seed: dict[int, list[dict]] = {}
     for episode in episodes:
         by_seed.setdefault(episode["seed"], []).append(episode)
@@ -149,6 +167,11 @@ def paired_report(episodes: list[dict]) -> dict:
         "instructed_object_acted_on": rate([e["success"] for group in pairs for e in group]),
         "both_instructions_followed": rate([all(e["success"] for e in group) for group in pairs]),
         "wrong_object": rate([e.get("wrong_object", False) for group in pairs for e in group]),
+        # the finer measure: the robot went to each instruction's object, grasped or not
+        **approach_rates([e for group in pairs for e in group]),
+        "both_instructed_objects_approached": rate(
+            [all(e.get("approached") == e.get("goal") for e in group) for group in pairs]
+        ),
     }
 
 

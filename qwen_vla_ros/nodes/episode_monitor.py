@@ -71,6 +71,7 @@ class EpisodeMonitor(Node):
         self.guard.subscribe(Bool, "sim_bridge/success", self._on_success, LATCHED)
         self.guard.subscribe(Float64, "sim_bridge/reward", self._on_reward, 10)
         self.guard.subscribe(Bool, "sim_bridge/wrong_object", self._on_wrong_object, LATCHED)
+        self.guard.subscribe(String, "sim_bridge/approached", self._on_approached, LATCHED)
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -175,6 +176,10 @@ class EpisodeMonitor(Node):
     def _on_wrong_object(self, msg: Bool) -> None:
         if self._recording:
             self.record.wrong_object = self.record.wrong_object or bool(msg.data)
+
+    def _on_approached(self, msg: String) -> None:
+        if self._recording:
+            self.record.approached = msg.data or None  # the sim's latest word: where it went
 
     def _on_reward(self, msg: Float64) -> None:
         if self._recording:

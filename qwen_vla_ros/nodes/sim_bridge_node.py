@@ -16,6 +16,9 @@ Topics and services:
     ~/reward                     std_msgs/Float64, staged task reward
     ~/wrong_object               std_msgs/Bool (transient-local), colour tasks: acted on an
                                  object the instruction did not name
+    ~/approached                 std_msgs/String (transient-local), colour tasks: the colour of
+                                 the object the robot went to (the cube a gripper came closest
+                                 to, the box the base is at), empty while none
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
                                  seed: the previous episode's + 1; the first is `seed`);
                                  replies once a camera frame of the new scene is published
@@ -147,6 +150,7 @@ class SimBridgeNode(Node):
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)
+        self.approached_pub = self.create_publisher(String, "~/approached", LATCHED)
         # The referee of colour tasks: success counts for the object the instruction names.
         for qos in (LATCHED_READER, ANY_DURABILITY):  # latched and volatile publishers alike
             self.guard.subscribe(String, "instruction", self._on_instruction, qos, paired=True)
@@ -331,6 +335,7 @@ class SimBridgeNode(Node):
         self.reward_pub.publish(Float64(data=self.sim.reward()))
         self.success_pub.publish(Bool(data=self.sim.success()))
         self.wrong_pub.publish(Bool(data=self.sim.wrong_object()))
+        self.approached_pub.publish(String(data=self.sim.approached() or ""))
 
     def on_shutdown(self) -> None:
         self._closing.set()

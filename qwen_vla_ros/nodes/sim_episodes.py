@@ -237,7 +237,8 @@ def run_eval(args: argparse.Namespace) -> int:
             if i < args.video:
                 write_video(record, out / f"episode-{seed}.mp4")
             print(f"[eval] episode {i + 1} (seed {seed}, '{summary['instruction']}'): success={record.success} "
-                  f"wrong_object={record.wrong_object} reward={record.reward:g}", flush=True)
+                  f"wrong_object={record.wrong_object} approached={record.approached} reward={record.reward:g}",
+                  flush=True)
     latencies = [e["inference_latency_ms"]["p50"] for e in episodes if e["inference_latency_ms"]["p50"]]
     ratios = [e["smoothness_in_step_limits"]["ratio"] for e in episodes if e["smoothness_in_step_limits"]["ratio"]]
     report = {

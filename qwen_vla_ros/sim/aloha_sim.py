@@ -17,6 +17,7 @@ Gripper units: see :mod:`qwen_vla_ros.sim.aloha_conventions`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import mujoco
@@ -31,7 +32,14 @@ from .aloha_conventions import (
     GripperConversion,
     check_side,
 )
-from .aloha_tasks import contact_pairs, geom_names, get_task, wrong_object
+from .aloha_tasks import (
+    contact_pairs,
+    cube_body,
+    geom_names,
+    get_task,
+    nearest_approached,
+    wrong_object,
+)
 from .errors import SimConfigError, SimInputError
 from .goals import goal_from_instruction
 from .renderer import OffscreenCameras, SimCamera
@@ -111,6 +119,11 @@ class AlohaSim:
         )
         self._geom_names = geom_names(self._model)
         self._arms = {side: _ArmIndex(self._model, side) for side in SIDES}
+        self._finger_geoms = [
+            self._model.geom(f"vx300s_{side}/10_{finger}_gripper_finger").id
+            for side in SIDES for finger in ("left", "right")
+        ]
+        self.closest_approach_m: dict[str, float] = {}
         self._seed_rng = np.random.default_rng(seed)
         self._sim_time_ns = 0
         self._pending_s = 0.0  # simulated time asked for but not yet stepped (< one timestep)
@@ -191,6 +204,19 @@ class AlohaSim:
         self._placed = self._task.object_poses(model, data)
         mujoco.mj_forward(model, data)
         self._pending_s = 0.0
+        self.closest_approach_m = {goal: math.inf for goal in self._task.goals if self._task.name == "pick_color"}
+        self._track_approach()
+
+    def _track_approach(self) -> None:
+        """pick_color: the closest either gripper has come to each cube this episode, m."""
+        if not self.closest_approach_m:
+            return
+        # The point between each gripper's two fingers (their geom frames, at the finger bases).
+        grips = self._data.geom_xpos[self._finger_geoms].reshape(len(SIDES), 2, 3).mean(axis=1)
+        for color, closest in self.closest_approach_m.items():
+            centre = self._data.xpos[self._model.body(cube_body(color)).id]
+            distance = float(np.min(np.linalg.norm(grips - centre, axis=1)))
+            self.closest_approach_m[color] = min(closest, distance)
 
     # -- commands ---------------------------------------------------------------------
     def set_arm_targets(self, side: str, joint_positions_rad) -> None:
@@ -264,6 +290,7 @@ class AlohaSim:
             self._pending_s -= substeps * timestep
         self._sim_time_ns += round(dt * 1e9)
         self._recover_if_unstable()
+        self._track_approach()
 
     def _recover_if_unstable(self) -> None:
         warnings = [w.name for w in _UNSTABLE if self._data.warning[w].number > 0]
@@ -393,6 +420,12 @@ class AlohaSim:
         if self._task.name != "pick_color":
             return False
         return wrong_object(self.contacts(), self.goal, self.object_poses(), self._placed)
+
+    def approached(self) -> str | None:
+        """pick_color: the cube a gripper came closest to this episode, once within
+        :data:`.aloha_tasks.APPROACH_M`; None before that and in the other tasks. What the
+        robot reached for, whether or not it grasped it (the paired test's finer measure)."""
+        return nearest_approached(self.closest_approach_m)
 
     def success(self) -> bool:
         return self.reward() >= self._task.max_reward

@@ -270,6 +270,14 @@ class MobileBaseSim:
             self.gap_to(b) <= REACH_MARGIN_M for b in self.obstacles if b.name != f"{self.goal}_box"
         )
 
+    def approached(self) -> str | None:
+        """drive_to_color: the colour of the box the base is within REACH_MARGIN_M of now (the
+        nearest, if several), else None; at an episode's end, the box it went to."""
+        if self.task != "drive_to_color":
+            return None
+        gap, name = min((self.gap_to(b), b.name) for b in self.obstacles if b.name.endswith("_box"))
+        return name.removesuffix("_box") if gap <= REACH_MARGIN_M else None
+
     def in_collision(self) -> bool:
         """True if the base footprint (a 0.25 m disc) overlaps an obstacle's footprint."""
         return any(self.gap_to(box) < 0.0 for box in self.obstacles)

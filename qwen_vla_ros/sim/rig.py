@@ -160,6 +160,11 @@ class SimRig:
         """The robot acted on an object the instruction did not name (colour tasks)."""
         return bool(self._scorer.wrong_object()) if self._scorer is not None else False
 
+    def approached(self) -> str | None:
+        """Colour tasks: the object the robot went to, named as the instruction would name it
+        (the cube a gripper came closest to; the box the base is at), else None."""
+        return self._scorer.approached() if self._scorer is not None else None
+
     # -- observation -------------------------------------------------------------------------------
     def joint_state(self, source: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(names, positions, velocities) of an arm, in the Interbotix convention."""

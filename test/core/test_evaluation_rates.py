@@ -15,8 +15,9 @@ def test_wilson_interval_matches_the_reference_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def episode(seed, goal, success, instruction, wrong=False):
-    return {"seed": seed, "goal": goal, "success": success, "instruction": instruction, "wrong_object": wrong}
+def episode(seed, goal, success, instruction, wrong=False, approached=None):
+    return {"seed": seed, "goal": goal, "success": success, "instruction": instruction, "wrong_object": wrong,
+            "approached": approached}
 
 
 def test_task_report_groups_by_instruction():
@@ -38,3 +39,17 @@ def test_paired_report_counts_pairs_that_followed_both_instructions():
     assert report["both_instructions_followed"]["successes"] == 1
     assert report["instructed_object_acted_on"]["successes"] == 3
     assert report["wrong_object"]["successes"] == 1
+
+
+def test_approach_rates_count_where_the_robot_went_grasped_or_not():
+    episodes = [episode(7, "red", False, "a", approached="red"),  # reached the right cube, no lift
+                episode(7, "green", False, "b", approached="red"),  # went to the first one again
+                episode(8, "blue", True, "c", approached="blue"), episode(8, "red", False, "d")]  # nowhere
+    report = paired_report(episodes)
+    assert report["instructed_object_approached"]["successes"] == 2
+    assert report["other_object_approached"]["successes"] == 1
+    assert report["both_instructed_objects_approached"]["successes"] == 0
+    assert report["instructed_object_acted_on"]["successes"] == 1
+    assert task_report(episodes)["instructed_object_approached"]["episodes"] == 4
+    # a task without goals (transfer_cube) has no approach rates
+    assert "instructed_object_approached" not in task_report([episode(1, None, True, "transfer")])

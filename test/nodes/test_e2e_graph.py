@@ -130,6 +130,10 @@ def test_paired_eval_runs_each_scene_with_two_instructions(tmp_path):
     assert first["seed"] == second["seed"] == 100_000 and first["goal"] != second["goal"]
     assert first["goal"] in first["instruction"] and second["goal"] in second["instruction"]
     assert report["paired_instructions"]["pairs"] == 1
+    # the finer measure is reported per episode and per pair (the untrained policy reaches for
+    # nothing; the sim's measure is tested with the experts in test/sim/test_experts.py)
+    assert all("approached" in e for e in report["per_episode"])
+    assert report["paired_instructions"]["both_instructed_objects_approached"]["episodes"] == 1
     assert report["success"]["ci95"][0] <= report["success_rate"] <= report["success"]["ci95"][1]
     assert all(e["control_steps"] > 30 for e in report["per_episode"])
     # where each episode started is reported (the release before a reset is tested in

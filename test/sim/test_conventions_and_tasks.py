@@ -11,6 +11,7 @@ from qwen_vla_ros.sim.aloha_tasks import (
     LEFT_FINGER_GEOM,
     RIGHT_FINGER_GEOM,
     insertion_reward,
+    nearest_approached,
     transfer_cube_reward,
 )
 
@@ -66,3 +67,10 @@ def test_insertion_reward_stages():
     assert insertion_reward(pairs(*grasp)) == 2
     assert insertion_reward(pairs(*grasp, ("socket-3", "red_peg"))) == 3
     assert insertion_reward(pairs(("pin", "red_peg"), ("socket-1", "table"))) == 4
+
+
+def test_the_approached_object_is_the_nearest_one_within_reach():
+    assert nearest_approached({}) is None  # a task without goals
+    assert nearest_approached({"red": 0.30, "blue": 0.25}) is None  # reached for nothing
+    assert nearest_approached({"red": 0.06, "green": 0.07, "blue": 0.25}) == "red"
+    assert nearest_approached({"red": 0.06, "green": 0.05}, within_m=0.04) is None

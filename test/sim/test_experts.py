@@ -48,13 +48,19 @@ def test_aloha_experts_solve_their_tasks(task, seeds):
 
 
 def test_pick_color_follows_the_goal_not_the_seed():
-    """The same scene with two goals: the expert lifts a different cube each time."""
+    """The same scene with two goals: the expert lifts a different cube each time, and the
+    sim's finer measure (the cube the fingers came closest to) names it both times."""
     _, seed_goal = sample_pick_color(4)
     other = next(c for c in ("red", "green", "blue") if c != seed_goal)
     for goal in (seed_goal, other):
         best, wrong, env = run_aloha_expert("pick_color", 4, goal)
         try:
             assert env.sim.goal == goal and best == 2 and not wrong
+            assert env.sim.approached() == goal, env.sim.closest_approach_m
+            others = [m for color, m in env.sim.closest_approach_m.items() if color != goal]
+            assert env.sim.closest_approach_m[goal] < min(others)
+            env.reset(4)  # a new episode forgets the approach
+            assert env.sim.approached() is None
         finally:
             env.close()
 
@@ -97,7 +103,7 @@ def test_drive_to_color_expert_reaches_the_named_box_without_touching_any():
                 rig.step(embodiment.dt)
                 reached = reached or rig.success()
             assert reached and not rig.world.collided, f"seed {seed}"
-            assert not rig.wrong_object()
+            assert not rig.wrong_object() and rig.approached() == rig.goal
     finally:
         rig.close()
 
@@ -114,8 +120,12 @@ def test_drive_to_color_scores_the_instructed_box():
         rig.world.reset(pose=(box.x - box.half_size - 0.25 - 0.1, box.y, 0.0))
         assert np.isclose(rig.world.gap_to(box), 0.1)
         assert rig.success() and not rig.wrong_object()
+        assert rig.approached() == named  # where the base is, whatever it was told
         rig.set_instruction(f"drive to the {rig.world.goals[(rig.world.goals.index(named) + 1) % 3]} box")
         assert not rig.success()  # the same place does not count for another colour
+        assert rig.approached() == named
+        rig.world.reset(pose=(0.0, 0.0, 0.0))
+        assert rig.approached() is None  # near no box
     finally:
         rig.close()
 
