@@ -161,6 +161,7 @@ class VideoFileWriter:
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = pix_fmt
         self._time_base = 1 / rate
+        self._last_packet: tuple[int | None, int | None] = (None, None)  # (pts, dts) muxed last
 
     def add(self, rgb: np.ndarray) -> None:
         """Encode one (height, width, 3) uint8 RGB frame."""
@@ -170,15 +171,33 @@ class VideoFileWriter:
         frame.pts = self.frames
         frame.time_base = self._time_base
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
         self.frames += 1
+
+    def _mux(self, packet: av.Packet) -> None:
+        """Write one encoded packet; a refusal names the packet and the one before it.
+
+        Once in CI (1 run of ~10, not reproduced in about 5,600 files of the same codec, sizes
+        and rate under CPU oversubscription) the MP4 muxer refused a packet with EINVAL, which
+        it says for a decode timestamp that does not increase; the timestamps in the error
+        are what the next occurrence needs to be diagnosed.
+        """
+        try:
+            self._container.mux(packet)
+        except av.FFmpegError as exc:
+            raise VideoError(
+                f"{self.path}: the muxer refused packet pts={packet.pts} dts={packet.dts} "
+                f"({packet.size} bytes, frame {self.frames} of the encoder's input; previous packet "
+                f"pts={self._last_packet[0]} dts={self._last_packet[1]}): {exc}"
+            ) from exc
+        self._last_packet = (packet.pts, packet.dts)
 
     def close(self) -> None:
         """Flush the encoder and finish the file."""
         if self._container is None:
             return
         for packet in self._stream.encode():
-            self._container.mux(packet)
+            self._mux(packet)
         self._container.close()
         self._container = None
 

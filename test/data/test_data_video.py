@@ -45,3 +45,21 @@ def test_420_video_keeps_less_colour_of_a_small_object(tmp_path):
 def test_unknown_pixel_format_is_refused(tmp_path):
     with pytest.raises(VideoError, match="pixel format"):
         VideoFileWriter(tmp_path / "v.mp4", 50, (96, 96), "libx264", pix_fmt="rgb24")
+
+
+def test_a_refused_packet_names_its_timestamps_and_the_previous_ones(tmp_path):
+    """The muxer's EINVAL (a decode timestamp that does not increase) is raised as a VideoError
+    that carries both packets' timestamps: a CI run once failed with only 'returned 22'."""
+    writer = VideoFileWriter(tmp_path / "v.mp4", 50, (32, 32), "mpeg4")  # no frame reordering
+    packets = []
+    for index in range(3):
+        frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * index, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = index, writer._time_base
+        packets += list(writer._stream.encode(frame))
+    writer._mux(packets[0])
+    writer._mux(packets[1])  # muxing rescales it in place, to the file's time base
+    last = packets[1].dts
+    packets[2].pts = packets[2].dts = 1  # what a misbehaving encoder would hand over: frame 1 again
+    with pytest.raises(VideoError, match=rf"refused packet pts={last} dts={last} .* previous packet pts={last} dts={last}"):
+        writer._mux(packets[2])
+    writer.abort()
