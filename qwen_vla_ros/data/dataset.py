@@ -332,6 +332,12 @@ class LeRobotV3Dataset(Dataset):
     def episode_length(self, episode: int) -> int:
         return int(self.episodes[episode]["length"])
 
+    def episode_rows(self, episode: int) -> tuple[np.ndarray, np.ndarray]:
+        """(state, action) of every frame of ``episode``, (T, D) each, model units (no chunks)."""
+        meta = self.episodes[self._checked_episode(episode)]
+        rows = slice(int(meta["dataset_from_index"]), int(meta["dataset_to_index"]))
+        return self.embodiment.actions_to_model(self._state[rows]), self.embodiment.actions_to_model(self._action[rows])
+
     def episode_row_range(self, episode: int) -> tuple[int, int]:
         """Positions in this dataset (``self[i]``) that belong to ``episode`` (computed once)."""
         ranges = self._row_ranges

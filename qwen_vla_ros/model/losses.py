@@ -97,6 +97,6 @@ def normalised_targets(policy: QwenVLAPolicy, batch: dict, embodiments: list[Emb
     norm_actions, norm_state = np.zeros_like(actions), np.zeros_like(state)
     for i, emb in enumerate(embodiments):
         stats, dim = policy.normalization_for(emb), emb.action_dim
-        norm_actions[i, :, :dim] = stats.normalize_actions(actions[i, :, :dim])
+        norm_actions[i, :, :dim] = stats.normalize_chunk(actions[i, :, :dim], state[i, :dim])
         norm_state[i, :dim] = stats.normalize_state(state[i, :dim])
     return norm_actions, norm_state, step_mask.to(policy.device)

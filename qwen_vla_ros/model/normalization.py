@@ -9,6 +9,14 @@ for bases. Two modes:
 
 A dimension whose spread is (nearly) zero is only centred, never divided by ~0.
 Statistics travel with a checkpoint as JSON, one entry per embodiment name.
+
+**Relative actions** (optional, per embodiment; openpi's ``DeltaActions`` for ALOHA): the
+decoder's targets for the arm joints are each chunk step's position *minus the state the
+chunk starts from*, normalised with statistics of those differences; grippers and base
+motions stay as they are. A robot that should stay still is then a target of zero, and the
+step sizes the demonstrations take are what the normalisation spreads over [-1, 1], not the
+whole workspace (docs/training.md, "Stage 6"). :meth:`NormStats.normalize_chunk` and
+:meth:`NormStats.unnormalize_chunk` take the start state and do the right thing either way.
 """
 
 from __future__ import annotations
@@ -127,6 +135,8 @@ class NormStats:
     state: VectorStats
     mode: NormMode = "quantile"
     source: str = "data"
+    relative_action: VectorStats | None = None
+    relative_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in NORM_MODES:
@@ -136,6 +146,15 @@ class NormStats:
                 f"action statistics have {self.action.dim} dims but state statistics "
                 f"{self.state.dim}; state and action share one layout"
             )
+        if (self.relative_action is None) != (not self.relative_dims):
+            raise ValueError("relative actions need both their statistics and their dimensions")
+        if self.relative_action is not None:
+            if self.relative_action.dim != self.action.dim:
+                raise ValueError(
+                    f"relative action statistics have {self.relative_action.dim} dims, actions {self.action.dim}"
+                )
+            if not all(0 <= d < self.action.dim for d in self.relative_dims):
+                raise ValueError(f"relative dimensions {self.relative_dims} outside 0..{self.action.dim - 1}")
 
     @property
     def dim(self) -> int:
@@ -186,31 +205,86 @@ class NormStats:
         return cls(action=stats, state=stats, mode=mode, source="home")
 
     def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Absolute actions (key poses, and chunks of a policy without relative actions)."""
         return self.action.normalize(actions, self.mode)
 
     def unnormalize_actions(self, actions: np.ndarray) -> np.ndarray:
         return self.action.unnormalize(actions, self.mode)
 
+    @property
+    def relative(self) -> bool:
+        """Whether chunks are relative to their start state on :attr:`relative_dims`."""
+        return self.relative_action is not None
+
+    def with_relative_actions(self, motions: VectorStats, dims: tuple[int, ...]) -> NormStats:
+        """These statistics, chunks made relative on ``dims``.
+
+        ``motions``: statistics of chunk step minus start state on ``dims`` only (len(dims),);
+        every other dimension keeps the plain action statistics.
+        """
+        dims = tuple(int(d) for d in dims)
+        if motions.dim != len(dims):
+            raise ValueError(f"relative statistics have {motions.dim} dims for the {len(dims)} dimensions {dims}")
+        if not all(0 <= d < self.action.dim for d in dims):
+            raise ValueError(f"relative dimensions {dims} outside 0..{self.action.dim - 1}")
+        merged = {}
+        for name in ("mean", "std", "q01", "q99"):
+            values = getattr(self.action, name).copy()
+            values[list(dims)] = getattr(motions, name)
+            merged[name] = values
+        return NormStats(self.action, self.state, self.mode, self.source, VectorStats(**merged), dims)
+
+    def _start_offset(self, state: np.ndarray) -> np.ndarray:
+        """(..., 1, D): the start state on the relative dimensions, 0 elsewhere."""
+        offset = np.zeros_like(np.asarray(state, dtype=np.float64))
+        dims = list(self.relative_dims)
+        offset[..., dims] = np.asarray(state, dtype=np.float64)[..., dims]
+        return offset[..., None, :]
+
+    def normalize_chunk(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """A chunk (..., H, D) starting from ``state`` (..., D), model units -> normalised."""
+        if not self.relative:
+            return self.normalize_actions(actions)
+        shifted = np.asarray(actions, dtype=np.float64) - self._start_offset(state)
+        return self.relative_action.normalize(shifted, self.mode)
+
+    def unnormalize_chunk(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize_chunk`: normalised (..., H, D) -> model units."""
+        if not self.relative:
+            return self.unnormalize_actions(actions)
+        return self.relative_action.unnormalize(actions, self.mode) + self._start_offset(state)
+
     def normalize_state(self, state: np.ndarray) -> np.ndarray:
         return self.state.normalize(state, self.mode)
 
     def to_dict(self) -> dict:
-        return {
+        payload = {
             "mode": self.mode,
             "source": self.source,
             "action": self.action.to_dict(),
             "state": self.state.to_dict(),
         }
+        if self.relative:
+            payload["relative_action"] = self.relative_action.to_dict()
+            payload["relative_dims"] = list(self.relative_dims)
+        return payload
 
     @classmethod
     def from_dict(cls, data: dict, what: str = "stats") -> NormStats:
         if not isinstance(data, dict) or "action" not in data or "state" not in data:
             raise ValueError(f"{what}: expected a mapping with 'action' and 'state' statistics")
+        relative = data.get("relative_action")
+        try:
+            dims = tuple(int(d) for d in data.get("relative_dims", ()))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{what}.relative_dims: a list of dimension indices ({error})") from error
         return cls(
             action=VectorStats.from_dict(data["action"], f"{what}.action"),
             state=VectorStats.from_dict(data["state"], f"{what}.state"),
             mode=data.get("mode", "quantile"),
             source=data.get("source", "data"),
+            relative_action=None if relative is None else VectorStats.from_dict(relative, f"{what}.relative_action"),
+            relative_dims=dims,
         )
 
 

@@ -45,6 +45,7 @@ class PreparedObservations:
     inputs: dict[str, torch.Tensor]
     state: torch.Tensor  # (B, max_action_dim)
     dim_mask: torch.Tensor  # (B, max_action_dim), 1 = used dimension
+    model_state: np.ndarray  # (B, action_dim) the state in model units, where relative chunks start
 
 
 class QwenVLAPolicy(nn.Module):
@@ -336,14 +337,13 @@ class QwenVLAPolicy(nn.Module):
         if not observations:
             raise ModelInputError("no observations given")
         prompts = [observation_prompt(obs, emb, text_only) for obs in observations]
-        states = [
-            stats.normalize_state(
-                emb.actions_to_model(check_vector(obs.state, emb.state_dim, f"state of {emb.name}"))
-            )
+        model_state = np.stack([
+            emb.actions_to_model(check_vector(obs.state, emb.state_dim, f"state of {emb.name}"))
             for obs in observations
-        ]
+        ])
+        states = [stats.normalize_state(row) for row in model_state]
         state, dim_mask = self._pad_rows(np.stack(states), [emb.action_dim] * len(states))
-        return PreparedObservations(emb, stats, self.backbone.prepare(prompts), state, dim_mask)
+        return PreparedObservations(emb, stats, self.backbone.prepare(prompts), state, dim_mask, model_state)
 
     def sample_actions(
         self,
@@ -378,8 +378,8 @@ class QwenVLAPolicy(nn.Module):
         self, actions, prepared: PreparedObservations, observations, timings
     ) -> list[ActionChunk]:
         emb = prepared.embodiment
-        model_units = prepared.stats.unnormalize_actions(
-            actions[..., : emb.action_dim].float().cpu().numpy()
+        model_units = prepared.stats.unnormalize_chunk(
+            actions[..., : emb.action_dim].float().cpu().numpy(), prepared.model_state
         )
         rig = emb.actions_to_rig(model_units)
         return [
@@ -414,8 +414,9 @@ class QwenVLAPolicy(nn.Module):
             )
         if not np.all(np.isfinite(rows)):
             raise ModelInputError("prefix contains NaN or inf")
-        normalised = prepared.stats.normalize_actions(emb.actions_to_model(rows))
-        padded, _ = self._pad_rows(np.repeat(normalised[None], batch, axis=0), [emb.action_dim] * batch)
+        # one prefix for the batch, normalised from each observation's state (relative chunks)
+        normalised = prepared.stats.normalize_chunk(emb.actions_to_model(rows)[None], prepared.model_state)
+        padded, _ = self._pad_rows(np.broadcast_to(normalised, (batch, *normalised.shape[1:])), [emb.action_dim] * batch)
         return padded.to(prepared.state.dtype)
 
     def _pad_rows(self, rows: np.ndarray, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

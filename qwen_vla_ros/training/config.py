@@ -237,6 +237,11 @@ class StageConfig(_Strict):
     # the --init policy's statistics for the embodiments it already has (continuing a run on
     # more data of the same kind without moving the targets the model has learned).
     norm_stats: Literal["data", "keep"] = "data"
+    # Relative actions (openpi's DeltaActions for ALOHA): the decoder predicts arm-joint targets
+    # as motions from the chunk's start state (model/normalization.py). null keeps the --init
+    # policy's choice per embodiment (absolute for a new one); true/false set it for every
+    # embodiment of this stage's data. Changing it changes what the decoder's outputs mean.
+    relative_actions: bool | None = None
     # Fraction of samples whose proprioceptive state the decoder sees as the dataset mean
     # (0 = never). A policy that reads which arm moves from the state alone never learns to
     # choose it from the image and the instruction (see QwenVLAPolicy.compute_loss).

@@ -80,19 +80,52 @@ def open_sources(
     return sources
 
 
-def norm_stats_from_sources(sources: Sequence[TrainingSource]) -> dict[str, NormStats]:
+def norm_stats_from_sources(sources: Sequence[TrainingSource], relative: Sequence[str] = ()) -> dict[str, NormStats]:
     """Statistics per embodiment (model units) from the datasets' ``meta/stats.json``.
 
     Datasets of one embodiment are pooled: count-weighted mean and variance, the widest
-    q01/q99 (a conservative range).
+    q01/q99 (a conservative range). Embodiments named in ``relative`` (that have joint
+    positions) also get relative-action statistics, from the training episodes' rows.
     """
     grouped: dict[str, list[TrainingSource]] = {}
     for source in sources:
         grouped.setdefault(source.embodiment.name, []).append(source)
-    return {
-        name: NormStats(action=_pooled(group, ACTION_KEY), state=_pooled(group, STATE_KEY))
-        for name, group in grouped.items()
-    }
+    stats = {}
+    for name, group in grouped.items():
+        entry = NormStats(action=_pooled(group, ACTION_KEY), state=_pooled(group, STATE_KEY))
+        dims = relative_dims(group[0].embodiment) if name in relative else ()
+        stats[name] = entry.with_relative_actions(relative_action_stats(group, dims), dims) if dims else entry
+    return stats
+
+
+def relative_dims(embodiment: Embodiment) -> tuple[int, ...]:
+    """Action dimensions a relative-action policy predicts from the chunk's start state:
+    joint positions (arm joints); grippers and base motions stay as stored."""
+    mask = embodiment.dims_of_kind.get("joint_position")
+    return () if mask is None else tuple(int(i) for i in np.flatnonzero(mask))
+
+
+def relative_action_stats(group: Sequence[TrainingSource], dims: tuple[int, ...],
+                          max_rows: int = 1_000_000) -> VectorStats:
+    """Statistics of chunk step minus start state on ``dims`` (len(dims),) over the training
+    episodes of one embodiment's datasets, model units.
+
+    A chunk at frame t holds the actions of frames t .. t+H-1 (the last one repeats past the
+    end, as the loader pads). Frames are strided so that at most ``max_rows`` chunk steps are
+    pooled (quantiles of a million values are exact enough and cost a second).
+    """
+    embodiment = group[0].embodiment
+    horizon = embodiment.chunk_horizon
+    frames = sum(len(s.train) for s in group)
+    stride = max(1, int(np.ceil(frames * horizon / max_rows)))
+    deltas = []
+    for source in group:
+        for episode in source.train.episode_ids:
+            state, action = source.train.episode_rows(episode)
+            starts = np.arange(0, len(action), stride)
+            steps = np.minimum(starts[:, None] + np.arange(horizon), len(action) - 1)
+            deltas.append(action[steps][..., dims] - state[starts][:, None, dims])
+    return VectorStats.from_array(np.concatenate(deltas).reshape(-1, len(dims)), "relative actions")
 
 
 def _pooled(group: Sequence[TrainingSource], key: str) -> VectorStats:

@@ -209,9 +209,23 @@ class Trainer:
             decoder_value_bytes=2 if autocast else next(self.policy.decoder.parameters()).element_size(),
         )
 
+    def _relative_embodiments(self) -> list[str]:
+        """Embodiments whose chunks are relative: as configured, else as the --init policy has them."""
+        names = {s.embodiment.name for s in self.sources}
+        if self.config.relative_actions is not None:
+            return sorted(names) if self.config.relative_actions else []
+        known = self.policy.norm_stats
+        return sorted(n for n in names if n in known and known[n].relative)
+
     def _set_norm_stats(self) -> None:
-        for name, stats in norm_stats_from_sources(self.sources).items():
+        for name, stats in norm_stats_from_sources(self.sources, self._relative_embodiments()).items():
             if self.config.norm_stats == "keep" and name in self.policy.norm_stats:
+                kept = self.policy.norm_stats[name]
+                if self.config.relative_actions is not None and kept.relative != self.config.relative_actions:
+                    raise TrainingError(
+                        f"norm_stats: keep keeps {name!r}'s {'relative' if kept.relative else 'absolute'} "
+                        f"actions, but relative_actions is {self.config.relative_actions}; use norm_stats: data"
+                    )
                 self._print(f"keeping the initial policy's statistics for {name!r} (norm_stats: keep)")
                 continue
             self.policy.set_normalization(name, stats)

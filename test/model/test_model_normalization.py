@@ -9,7 +9,7 @@ import pytest
 
 from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.model import CheckpointError, ModelInputError, NormStats
-from qwen_vla_ros.model.normalization import load_norm_stats, save_norm_stats
+from qwen_vla_ros.model.normalization import VectorStats, load_norm_stats, save_norm_stats
 
 
 def _data(seed=0):
@@ -117,3 +117,45 @@ def test_near_home_placeholder_keeps_untrained_outputs_close_to_home():
     extreme = stats.unnormalize_actions(np.full((1, emb.action_dim), 3.0))[0]
     span = emb.position_max - emb.position_min
     assert np.all(np.abs(extreme - emb.home_position) <= 0.031 * span + 1e-9)
+
+
+def _relative(mode="quantile"):
+    """Statistics of a 3-dim layout whose first two dimensions are relative (joints, a gripper)."""
+    actions, states = _data(2)
+    plain = NormStats.from_arrays(actions, states, mode=mode)
+    motions = (actions - states[:, None, :])[..., :2]
+    return plain, plain.with_relative_actions(VectorStats.from_array(motions), (0, 1))
+
+
+@pytest.mark.parametrize("mode", ["quantile", "mean_std"])
+def test_relative_chunks_are_motions_from_the_start_state(mode):
+    plain, relative = _relative(mode)
+    actions, states = _data(3)
+    chunk, start = actions[0], states[0]
+    normalised = relative.normalize_chunk(chunk, start)
+    np.testing.assert_allclose(relative.unnormalize_chunk(normalised, start), chunk, atol=1e-9)
+    # staying where the chunk starts is the relative statistics' image of zero motion
+    still = relative.normalize_chunk(np.tile(start, (10, 1)), start)
+    np.testing.assert_allclose(still[:, :2], relative.relative_action.normalize(np.zeros((10, 3)), mode)[:, :2])
+    np.testing.assert_allclose(relative.relative_action.q99[2], plain.action.q99[2])
+    # the gripper dimension is absolute: as the plain statistics normalise it
+    np.testing.assert_allclose(normalised[:, 2], plain.normalize_actions(chunk)[:, 2])
+    # batched: (B, H, D) chunks with (B, D) start states
+    batch = relative.normalize_chunk(actions[:4], states[:4])
+    np.testing.assert_allclose(batch[1], relative.normalize_chunk(actions[1], states[1]))
+    # without relative statistics the start state changes nothing
+    np.testing.assert_allclose(plain.normalize_chunk(chunk, start), plain.normalize_actions(chunk))
+
+
+def test_relative_statistics_round_trip_through_json_and_are_checked(tmp_path):
+    _, relative = _relative()
+    save_norm_stats(tmp_path / "stats.json", {"arm": relative})
+    loaded = load_norm_stats(tmp_path / "stats.json")["arm"]
+    assert loaded.relative and loaded.relative_dims == (0, 1)
+    np.testing.assert_allclose(loaded.relative_action.q99, relative.relative_action.q99)
+    with pytest.raises(ValueError, match="both their statistics and their dimensions"):
+        NormStats(relative.action, relative.state, relative_action=relative.relative_action)
+    with pytest.raises(ValueError, match="outside"):
+        relative.with_relative_actions(VectorStats.from_array(np.zeros((4, 2))), (0, 5))
+    with pytest.raises(ValueError, match="2 dims for the 1 dimensions"):
+        relative.with_relative_actions(VectorStats.from_array(np.zeros((4, 2))), (0,))

@@ -183,3 +183,31 @@ def test_noise_scale_zero_gives_one_chunk_per_observation_on_both_paths(tiny_pol
     np.testing.assert_allclose(reloaded.predict_chunk(obs, emb, seed=6).actions, centred, atol=1e-5)
     with pytest.raises(ValueError, match="noise_scale"):
         model.set_noise_scale(1.5)
+
+
+def test_relative_action_policy_adds_each_observation_state_and_keeps_the_prefix(signed_arm, observe):
+    """Two policies with the same weights, one absolute, one relative with the same scales: the
+    decoder computes the same normalised chunk, so the relative one's chunk is the absolute
+    one's plus the observation's state (model units); a prefix is honoured either way."""
+    from qwen_vla_ros.model import tiny_backbone
+    from qwen_vla_ros.model.normalization import VectorStats
+
+    emb = signed_arm
+    policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=0), "tiny", seed=0).eval()
+    with torch.no_grad():  # a non-zero output layer, so chunks depend on the inputs
+        policy.decoder.action_out.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    plain = NormStats.from_limits(emb)
+    same_scales = VectorStats(plain.action.mean, plain.action.std, plain.action.q01, plain.action.q99)
+    observations = [observe(emb, seed=i) for i in range(2)]
+
+    def chunks(stats, prefix=None):
+        policy.set_normalization(emb.name, stats)
+        return np.stack([c.actions for c in policy.predict_chunks(observations, emb, seed=3, num_steps=2, prefix=prefix)])
+
+    absolute, relative = chunks(plain), chunks(plain.with_relative_actions(same_scales, (0, 1)))
+    for i, obs in enumerate(observations):
+        expected = emb.actions_to_rig(emb.actions_to_model(absolute[i]) + emb.actions_to_model(obs.state))
+        np.testing.assert_allclose(relative[i], expected, atol=1e-5)
+    prefix = relative[0, :3]
+    with_prefix = chunks(plain.with_relative_actions(same_scales, (0, 1)), prefix)
+    np.testing.assert_allclose(with_prefix[:, :3], np.broadcast_to(prefix, (2, 3, 2)), atol=1e-5)

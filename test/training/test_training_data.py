@@ -44,6 +44,23 @@ def test_sources_split_and_statistics_come_from_the_data(embodiment_files, datas
     assert np.all(stats.action.q01 <= stats.action.q99)
 
 
+def test_relative_action_statistics_are_those_of_motions_from_each_chunk_start(embodiment_files, datasets):
+    sources = open_sources([DatasetEntry(path=datasets["aloha_small"])], embodiment_files["aloha_small"],
+                           text_only=True, val_fraction=0.2, seed=0)
+    source = sources[0]
+    stats = norm_stats_from_sources(sources, relative=["aloha_small"])["aloha_small"]
+    grippers = [i for i, name in enumerate(source.embodiment.action_names) if "gripper" in name]
+    assert stats.relative and set(stats.relative_dims) == set(range(14)) - set(grippers)
+    # the loader's chunks minus their start states, on the joints: what the statistics describe
+    samples = [source.train[i] for i in range(len(source.train))]
+    motions = np.concatenate([s["action"].numpy() - s["state"].numpy()[None] for s in samples])
+    joints = list(stats.relative_dims)
+    np.testing.assert_allclose(stats.relative_action.mean[joints], motions[:, joints].mean(0), atol=1e-5)
+    np.testing.assert_allclose(stats.relative_action.q99[joints], np.quantile(motions[:, joints], 0.99, axis=0), atol=1e-5)
+    np.testing.assert_allclose(stats.relative_action.q99[grippers], stats.action.q99[grippers])  # absolute
+    assert not norm_stats_from_sources(sources)["aloha_small"].relative
+
+
 def test_text_only_sources_load_no_images(embodiment_files, datasets):
     sources = open_sources([DatasetEntry(path=datasets["aloha_small"])], embodiment_files["aloha_small"],
                            text_only=True, val_fraction=0.2, seed=0)
