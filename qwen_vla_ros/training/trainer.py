@@ -28,7 +28,7 @@ import torch
 
 from ..embodiment import load_embodiment
 from ..model.inputs import batch_embodiment_names, batch_prompts
-from ..model.normalization import NormStats
+from ..model.normalization import NormStats, VectorStats
 from ..model.policy import QwenVLAPolicy
 from . import checkpoints as ckpt
 from .config import StageConfig
@@ -217,17 +217,26 @@ class Trainer:
         known = self.policy.norm_stats
         return sorted(n for n in names if n in known and known[n].relative)
 
+    def _kept(self, name: str, from_data: NormStats) -> NormStats:
+        """norm_stats: keep -- the --init policy's statistics; where this stage switches relative
+        actions on or off, its absolute ones kept and the motions' statistics from the data added
+        (or dropped), so the key poses' scale does not move."""
+        kept = self.policy.norm_stats[name]
+        self._print(f"keeping the initial policy's statistics for {name!r} (norm_stats: keep)")
+        if from_data.relative and not kept.relative:
+            self._print(f"  with relative actions for {name!r}: motion statistics from this stage's data")
+            dims = from_data.relative_dims
+            motions = from_data.relative_action
+            picked = {k: getattr(motions, k)[list(dims)] for k in ("mean", "std", "q01", "q99")}
+            return kept.with_relative_actions(VectorStats(**picked), dims)
+        if kept.relative and self.config.relative_actions is False:
+            return NormStats(kept.action, kept.state, kept.mode, kept.source)
+        return kept
+
     def _set_norm_stats(self) -> None:
         for name, stats in norm_stats_from_sources(self.sources, self._relative_embodiments()).items():
             if self.config.norm_stats == "keep" and name in self.policy.norm_stats:
-                kept = self.policy.norm_stats[name]
-                if self.config.relative_actions is not None and kept.relative != self.config.relative_actions:
-                    raise TrainingError(
-                        f"norm_stats: keep keeps {name!r}'s {'relative' if kept.relative else 'absolute'} "
-                        f"actions, but relative_actions is {self.config.relative_actions}; use norm_stats: data"
-                    )
-                self._print(f"keeping the initial policy's statistics for {name!r} (norm_stats: keep)")
-                continue
+                stats = self._kept(name, stats)
             self.policy.set_normalization(name, stats)
         if self.config.stage == "rl" and self.rl_embodiment.name not in self.policy.norm_stats:
             self._print(f"warning: no statistics for {self.rl_embodiment.name!r} in the policy or data; "

@@ -47,18 +47,22 @@ def test_sft_trains_saves_statistics_from_the_data_and_loads(tmp_path, small_con
     assert (tmp_path / "train_summary.json").is_file()
 
 
-def test_relative_actions_are_saved_kept_by_the_next_stage_and_never_mixed_silently(tmp_path, small_config,
-                                                                                     embodiment_files):
+def test_relative_actions_are_saved_and_kept_by_the_next_stage(tmp_path, small_config, embodiment_files):
     train(small_config("sft", relative_actions=True), "tiny", tmp_path / "a", progress=False)
     first = _check_policy_folder(tmp_path / "a" / "final", embodiment_files["aloha_small"])
     assert first.norm_stats["aloha_small"].relative
     # a stage from it that does not say keeps relative actions, with statistics of its own data
     train(small_config("sft"), str(tmp_path / "a" / "final"), tmp_path / "b", progress=False)
     assert _check_policy_folder(tmp_path / "b" / "final", embodiment_files["aloha_small"]).norm_stats["aloha_small"].relative
-    # keeping the statistics while asking for the other representation is refused
-    with pytest.raises(TrainingError, match="keeps 'aloha_small'.s relative actions"):
-        train(small_config("sft", relative_actions=False, norm_stats="keep"), str(tmp_path / "a" / "final"),
-              tmp_path / "c", progress=False)
+    # switching an absolute policy to relative actions while keeping its statistics: the absolute
+    # ones (the key poses' scale) stay exactly, the motions' statistics come from the data
+    train(small_config("sft"), "tiny", tmp_path / "c", progress=False)
+    absolute = QwenVLAPolicy.from_pretrained(tmp_path / "c" / "final").norm_stats["aloha_small"]
+    train(small_config("sft", relative_actions=True, norm_stats="keep"), str(tmp_path / "c" / "final"),
+          tmp_path / "d", progress=False)
+    switched = _check_policy_folder(tmp_path / "d" / "final", embodiment_files["aloha_small"]).norm_stats["aloha_small"]
+    assert switched.relative and np.array_equal(switched.action.q99, absolute.action.q99)
+    np.testing.assert_allclose(switched.relative_action.q99, first.norm_stats["aloha_small"].relative_action.q99)
 
 
 def test_t2a_trains_the_decoder_only_without_images(tmp_path, small_config, embodiment_files):
