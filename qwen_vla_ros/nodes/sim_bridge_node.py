@@ -18,7 +18,7 @@ Topics and services:
                                  object the instruction did not name
     ~/approached                 std_msgs/String (transient-local), colour tasks: the colour of
                                  the object the robot went to (the cube a gripper came closest
-                                 to, the box the base is at), empty while none
+                                 to, the box the base last stopped beside), empty while none
     ~/reset                      std_srvs/Trigger: new episode (task from the `task` parameter,
                                  seed: the previous episode's + 1; the first is `seed`);
                                  replies once a camera frame of the new scene is published

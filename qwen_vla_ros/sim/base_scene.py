@@ -34,6 +34,8 @@ NAV_TASKS = ("drive_to_color", "goal_disc")
 BOX_COLORS = ("red", "blue", "yellow")
 #: drive_to_color: success when the gap between base and named box is at most this, m.
 REACH_MARGIN_M = 0.25
+#: Below this forward speed the base counts as stopped (m/s).
+STOPPED_M_S = 0.05
 #: drive_to_color placement: distance (m) and bearing (rad) of the boxes from the start pose.
 BOX_DISTANCE_RANGE_M = (1.4, 2.6)
 BOX_BEARING_RANGE_RAD = (-0.55, 0.55)
@@ -156,6 +158,7 @@ class MobileBaseSim:
         self.base = KinematicBase(limits, start_pose, command_timeout_s)
         self.goal: str | None = None
         self.collided = False
+        self.stopped_at: str | None = None
         self.episode_seed = 0
         if task == "drive_to_color":
             self._model.geom("goal").rgba[3] = 0.0  # the disc is not part of this task
@@ -173,6 +176,8 @@ class MobileBaseSim:
         ``drive_to_color`` places its boxes and picks its goal from it."""
         self.base.reset(self._start_pose if pose is None else pose)
         self.collided = False
+        self.stopped_at = None  # colour of the box the base last stopped beside
+        self._note_stop()
         if seed is not None and self.task == "drive_to_color":
             self.place_boxes(seed)
 
@@ -220,6 +225,13 @@ class MobileBaseSim:
         """Advance ``dt`` seconds of simulated time (a touch of any box is remembered)."""
         self.base.step(dt)
         self.collided = self.collided or self.in_collision()
+        self._note_stop()
+
+    def _note_stop(self) -> None:
+        """Remember the box the base is stopped beside (below STOPPED_M_S, within REACH_MARGIN_M)."""
+        box = self._box_within_reach()
+        if box is not None and abs(self.base.twist[0]) < STOPPED_M_S:
+            self.stopped_at = box
 
     @property
     def sim_time(self) -> float:
@@ -261,9 +273,9 @@ class MobileBaseSim:
         return self.distance_to_goal() <= self.goal_radius
 
     def wrong_object(self) -> bool:
-        """drive_to_color: the base has stopped (below 0.05 m/s) within REACH_MARGIN_M of a box
+        """drive_to_color: the base has stopped (below STOPPED_M_S) within REACH_MARGIN_M of a box
         it was not sent to, away from the named one (passing a box on the way is fine)."""
-        if self.task != "drive_to_color" or abs(self.base.twist[0]) >= 0.05:
+        if self.task != "drive_to_color" or abs(self.base.twist[0]) >= STOPPED_M_S:
             return False
         at_goal = self.gap_to(self.box(self.goal)) <= REACH_MARGIN_M
         return not at_goal and any(
@@ -271,11 +283,16 @@ class MobileBaseSim:
         )
 
     def approached(self) -> str | None:
-        """drive_to_color: the colour of the box the base is within REACH_MARGIN_M of now (the
-        nearest, if several), else None; at an episode's end, the box it went to."""
+        """drive_to_color: the colour of the box the base last stopped beside this episode
+        (below STOPPED_M_S within REACH_MARGIN_M of it), else None: the box it went to, even
+        if it drove on afterwards (passing a box does not count)."""
+        return self.stopped_at if self.task == "drive_to_color" else None
+
+    def _box_within_reach(self) -> str | None:
+        """Colour of the nearest box within REACH_MARGIN_M of the base, else None."""
         if self.task != "drive_to_color":
             return None
-        gap, name = min((self.gap_to(b), b.name) for b in self.obstacles if b.name.endswith("_box"))
+        gap, name = min((self.gap_to(b), b.name) for b in self.obstacles)
         return name.removesuffix("_box") if gap <= REACH_MARGIN_M else None
 
     def in_collision(self) -> bool:

@@ -162,7 +162,7 @@ class SimRig:
 
     def approached(self) -> str | None:
         """Colour tasks: the object the robot went to, named as the instruction would name it
-        (the cube a gripper came closest to; the box the base is at), else None."""
+        (the cube a gripper came closest to; the box the base last stopped beside), else None."""
         return self._scorer.approached() if self._scorer is not None else None
 
     # -- observation -------------------------------------------------------------------------------

@@ -120,12 +120,16 @@ def test_drive_to_color_scores_the_instructed_box():
         rig.world.reset(pose=(box.x - box.half_size - 0.25 - 0.1, box.y, 0.0))
         assert np.isclose(rig.world.gap_to(box), 0.1)
         assert rig.success() and not rig.wrong_object()
-        assert rig.approached() == named  # where the base is, whatever it was told
+        assert rig.approached() == named  # where the base stopped, whatever it was told
         rig.set_instruction(f"drive to the {rig.world.goals[(rig.world.goals.index(named) + 1) % 3]} box")
         assert not rig.success()  # the same place does not count for another colour
         assert rig.approached() == named
+        for _ in range(40):  # backing away from it: still the box it stopped at
+            rig.world.set_cmd_vel(-0.3, 0.0)
+            rig.step(0.05)
+        assert rig.world.gap_to(box) > 0.35 and rig.approached() == named
         rig.world.reset(pose=(0.0, 0.0, 0.0))
-        assert rig.approached() is None  # near no box
+        assert rig.approached() is None  # a new episode, near no box
     finally:
         rig.close()
 
