@@ -12,8 +12,10 @@
 #   STAGE2=0 bash scripts/train_demo_policy.sh  # stage 1 only (what models/sim_demo is)
 # On 2 CPU cores (docs/training.md has the measured figures): about 15 minutes of data,
 # 65 minutes for stage 1, 50 to 70 for stage 2 (so over two hours with it), about 1 minute
-# of evaluation per 10 ALOHA episodes. Stage 2 did not improve success in our run, which is
-# why the shipped policy is stage 1. Copy $OUT/final to models/sim_demo to ship a better one.
+# of evaluation per 10 ALOHA episodes. Stage 2 did not improve success in our run. The shipped
+# policy is stage 6 of a longer chain of stage configs (models/sim_demo/README.md; docs/
+# training.md, "Stage 6"), which this script does not run yet: it trains where the chain
+# starts. Copy $OUT/final to models/sim_demo to ship a better policy.
 # Since 2026-11-30 the experts' IK keeps the wrist out of its flipped twin solution, so data
 # collected by this script are consistent; config/training/sim_demo_wrist.yaml is the stage
 # that continued an older stage 2 on data collected again (docs/training.md, "Stage 3").
