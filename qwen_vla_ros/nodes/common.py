@@ -229,19 +229,48 @@ def _program() -> str:
     return sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "qwen_vla_ros"
 
 
+#: Where an exception cannot propagate: Python prints it as "Exception ignored in ..." with a
+#: traceback and carries on (importlib's module-lock weakref callback, run during imports).
+_SWALLOWING_FRAMES = {("<frozen importlib._bootstrap>", "cb")}
+#: How soon an interrupt that landed in such a frame is tried again, s.
+_RETRY_S = 0.05
+
+
+def _in_swallowing_frame(frame) -> bool:
+    while frame is not None:
+        if (frame.f_code.co_filename, frame.f_code.co_name) in _SWALLOWING_FRAMES:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _ShutdownRequest:
     """Set by SIGINT/SIGTERM. While the nodes are built a signal interrupts at once (model
     loading can take minutes); once spinning it only sets a flag, so no KeyboardInterrupt can
-    land inside an rclpy call (pybind11 turns that into a RuntimeError traceback)."""
+    land inside an rclpy call (pybind11 turns that into a RuntimeError traceback).
+
+    A signal that arrives inside a frame that would swallow the KeyboardInterrupt (an import's
+    weakref callback: CI once saw its "Exception ignored" traceback, and the build went on) is
+    retried :data:`_RETRY_S` later through SIGALRM, outside that frame."""
 
     def __init__(self):
         self.signal: int | None = None
         self.building = True
 
-    def __call__(self, signum, frame):  # noqa: ARG002 - signal handler signature
+    def __call__(self, signum, frame):
         self.signal = signum
-        if self.building:
-            raise KeyboardInterrupt
+        self._interrupt(frame)
+
+    def retry(self, signum, frame):  # noqa: ARG002 - signal handler signature (SIGALRM)
+        self._interrupt(frame)
+
+    def _interrupt(self, frame) -> None:
+        if not self.building:
+            return
+        if _in_swallowing_frame(frame):
+            signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+            return
+        raise KeyboardInterrupt
 
 
 def _spin(executor: SingleThreadedExecutor, request: _ShutdownRequest, logger) -> None:
@@ -273,11 +302,13 @@ def run_nodes(build: Callable[[], list[Node]], args: list[str] | None = None, ex
     request = _ShutdownRequest()
     signal.signal(signal.SIGINT, request)
     signal.signal(signal.SIGTERM, request)
+    signal.signal(signal.SIGALRM, request.retry)
     nodes: list[Node] = []
     code = 0
     try:
         nodes = build()
         request.building = False
+        signal.setitimer(signal.ITIMER_REAL, 0)  # a retry still pending: the flag is enough now
         if request.signal is None:
             executor = SingleThreadedExecutor()
             for node in nodes:

@@ -154,3 +154,27 @@ def test_waiting_reporter_says_what_is_missing_since_when_at_a_sane_rate(monkeyp
     assert logger.lines[-1] == "complete"
     waiting.ready("complete")
     assert logger.lines.count("complete") == 1
+
+
+def test_an_interrupt_inside_an_import_callback_is_retried_outside_it():
+    """A KeyboardInterrupt raised in importlib's weakref callback is swallowed ("Exception
+    ignored", a traceback in the log) and the build goes on: it is retried by SIGALRM instead."""
+    from types import SimpleNamespace
+
+    from qwen_vla_ros.nodes.common import _ShutdownRequest
+
+    def frame(filename, name, back=None):
+        return SimpleNamespace(f_code=SimpleNamespace(co_filename=filename, co_name=name), f_back=back)
+
+    inside = frame("<frozen importlib._bootstrap>", "cb", frame("model.py", "load"))
+    request = _ShutdownRequest()
+    try:
+        request(signal.SIGINT, inside)  # does not raise where it would be swallowed
+        assert request.signal == signal.SIGINT and signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    with pytest.raises(KeyboardInterrupt):
+        request.retry(signal.SIGALRM, frame("model.py", "load"))
+    assert request.signal == signal.SIGINT  # the retry keeps the signal that asked
+    request.building = False
+    request.retry(signal.SIGALRM, frame("model.py", "load"))  # once spinning: the flag only
