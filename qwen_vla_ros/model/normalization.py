@@ -234,6 +234,18 @@ class NormStats:
             merged[name] = values
         return NormStats(self.action, self.state, self.mode, self.source, VectorStats(**merged), dims)
 
+    @property
+    def motions(self) -> VectorStats | None:
+        """The motion statistics on :attr:`relative_dims` only (what :meth:`with_relative_actions` takes)."""
+        if not self.relative:
+            return None
+        dims = list(self.relative_dims)
+        return VectorStats(**{k: getattr(self.relative_action, k)[dims] for k in ("mean", "std", "q01", "q99")})
+
+    def absolute(self) -> NormStats:
+        """These statistics without relative actions."""
+        return NormStats(self.action, self.state, self.mode, self.source)
+
     def _start_offset(self, state: np.ndarray) -> np.ndarray:
         """(..., 1, D): the start state on the relative dimensions, 0 elsewhere."""
         offset = np.zeros_like(np.asarray(state, dtype=np.float64))

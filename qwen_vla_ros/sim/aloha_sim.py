@@ -124,6 +124,10 @@ class AlohaSim:
             for side in SIDES for finger in ("left", "right")
         ]
         self.closest_approach_m: dict[str, float] = {}
+        # pick_color's cube bodies, looked up once (the approach is tracked every step)
+        self._cube_bodies = {
+            color: self._model.body(cube_body(color)).id for color in self._task.goals
+        } if self._task.name == "pick_color" else {}
         self._seed_rng = np.random.default_rng(seed)
         self._sim_time_ns = 0
         self._pending_s = 0.0  # simulated time asked for but not yet stepped (< one timestep)
@@ -204,7 +208,7 @@ class AlohaSim:
         self._placed = self._task.object_poses(model, data)
         mujoco.mj_forward(model, data)
         self._pending_s = 0.0
-        self.closest_approach_m = {goal: math.inf for goal in self._task.goals if self._task.name == "pick_color"}
+        self.closest_approach_m = dict.fromkeys(self._cube_bodies, math.inf)
         self._track_approach()
 
     def _track_approach(self) -> None:
@@ -214,7 +218,7 @@ class AlohaSim:
         # The point between each gripper's two fingers (their geom frames, at the finger bases).
         grips = self._data.geom_xpos[self._finger_geoms].reshape(len(SIDES), 2, 3).mean(axis=1)
         for color, closest in self.closest_approach_m.items():
-            centre = self._data.xpos[self._model.body(cube_body(color)).id]
+            centre = self._data.xpos[self._cube_bodies[color]]
             distance = float(np.min(np.linalg.norm(grips - centre, axis=1)))
             self.closest_approach_m[color] = min(closest, distance)
 

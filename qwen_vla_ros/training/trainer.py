@@ -28,7 +28,7 @@ import torch
 
 from ..embodiment import load_embodiment
 from ..model.inputs import batch_embodiment_names, batch_prompts
-from ..model.normalization import NormStats, VectorStats
+from ..model.normalization import NormStats
 from ..model.policy import QwenVLAPolicy
 from . import checkpoints as ckpt
 from .config import StageConfig
@@ -225,12 +225,9 @@ class Trainer:
         self._print(f"keeping the initial policy's statistics for {name!r} (norm_stats: keep)")
         if from_data.relative and not kept.relative:
             self._print(f"  with relative actions for {name!r}: motion statistics from this stage's data")
-            dims = from_data.relative_dims
-            motions = from_data.relative_action
-            picked = {k: getattr(motions, k)[list(dims)] for k in ("mean", "std", "q01", "q99")}
-            return kept.with_relative_actions(VectorStats(**picked), dims)
+            return kept.with_relative_actions(from_data.motions, from_data.relative_dims)
         if kept.relative and self.config.relative_actions is False:
-            return NormStats(kept.action, kept.state, kept.mode, kept.source)
+            return kept.absolute()
         return kept
 
     def _set_norm_stats(self) -> None:

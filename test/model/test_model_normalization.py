@@ -153,6 +153,10 @@ def test_relative_statistics_round_trip_through_json_and_are_checked(tmp_path):
     loaded = load_norm_stats(tmp_path / "stats.json")["arm"]
     assert loaded.relative and loaded.relative_dims == (0, 1)
     np.testing.assert_allclose(loaded.relative_action.q99, relative.relative_action.q99)
+    # the motions alone round-trip through with_relative_actions; absolute() drops them
+    again = relative.absolute().with_relative_actions(relative.motions, relative.relative_dims)
+    np.testing.assert_allclose(again.relative_action.q01, relative.relative_action.q01)
+    assert not relative.absolute().relative and relative.absolute().motions is None
     with pytest.raises(ValueError, match="both their statistics and their dimensions"):
         NormStats(relative.action, relative.state, relative_action=relative.relative_action)
     with pytest.raises(ValueError, match="outside"):
