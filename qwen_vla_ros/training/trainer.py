@@ -379,6 +379,11 @@ class Trainer:
 
             tqdm.write(text)
 
+    def _progress_line(self, loss: float, grad_norm: float, steps_per_s: float, key_pose: str | None) -> str:
+        key = f", key-pose loss {key_pose}" if key_pose is not None else ""
+        return (f"step {self.state.step}/{self.config.max_steps}: train loss {loss:.4f}{key}, "
+                f"lr {self.scheduler.get_last_lr()[0]:.2e}, grad norm {grad_norm:.3f}, {steps_per_s:.2f} steps/s")
+
     # -- the loop -------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainSummary:
         from tqdm import tqdm
@@ -404,6 +409,9 @@ class Trainer:
                 extra = {"key_pose": f"{np.mean(progress.subgoal_losses):.4f}"} if config.subgoal_weight > 0 else {}
                 bar.set_postfix(loss=f"{train_losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                                 grad=f"{progress.grad_norm:.3f}", **extra)
+                if not self.show_progress:  # a log file (nohup, CI) gets a line instead of the bar
+                    rate = (self.state.step - start_step) / max(time.perf_counter() - started, 1e-9)
+                    self._print(self._progress_line(train_losses[-1], progress.grad_norm, rate, extra.get("key_pose")))
                 progress.losses, progress.subgoal_losses = [], []
             if self.state.step % config.eval.every_steps == 0 and self.state.step < config.max_steps:
                 self._record_eval(self.evaluate(), train_losses[-1] if train_losses else float("nan"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -34,10 +35,13 @@ def _check_policy_folder(path, embodiment_file):
     return policy
 
 
-def test_sft_trains_saves_statistics_from_the_data_and_loads(tmp_path, small_config, embodiment_files, datasets):
+def test_sft_trains_saves_statistics_from_the_data_and_loads(tmp_path, small_config, embodiment_files, datasets,
+                                                             capsys):
     config = small_config("sft")
     summary = train(config, "tiny", tmp_path, progress=False)
     assert (summary.start_step, summary.step, summary.processes) == (0, 2, 1)
+    # without the progress bar (a log file) the run still says how it goes
+    assert re.search(r"^step 2/2: train loss \d+\.\d+, lr .*steps/s$", capsys.readouterr().out, re.MULTILINE)
     assert summary.initial_val_loss is not None and np.isfinite(summary.final_val_loss)
     policy = _check_policy_folder(tmp_path / "final", embodiment_files["aloha_small"])
     sources = open_sources(config.datasets, config.embodiment, text_only=False, val_fraction=0.2, seed=0)
