@@ -139,6 +139,11 @@ class RLConfig(_Strict):
         instruction: language task given to the policy during rollouts.
         env: ``module:callable`` making the environment (``factory(embodiment, config)``);
             default the MuJoCo ALOHA sim.
+        rollout_noise_scale: the flow's noise scale while collecting rollouts, in [0, 1]: the
+            exploration (reward weighting only re-weights what the rollouts did). None = the
+            policy's own ``noise_scale``, which a deployed policy often has at 0 (the same chunk
+            for the same observation: every rollout of a scene alike). The saved policy keeps
+            its own scale either way.
     """
 
     method: Literal["reward_weighted", "filtered_bc"] = "reward_weighted"
@@ -153,6 +158,7 @@ class RLConfig(_Strict):
     task: str = "transfer_cube"
     instruction: str = "pick up the cube with the right arm and hand it to the left arm"
     env: str | None = None
+    rollout_noise_scale: float | None = Field(1.0, ge=0, le=1)
 
 
 #: Linear layers of the language model that get LoRA adapters by default: attention

@@ -17,7 +17,8 @@ Drawing samples in proportion to w makes the plain loss an unbiased estimate of 
 weighted loss sum_i w_i L_i / sum_i w_i, the M-step of reward-weighted regression: the
 policy moves toward the actions of its better episodes. It needs no likelihood of a flow
 policy (which is expensive) and no critic, and stays stable; its limits are that it only
-re-weights what the policy already does (exploration comes from the flow's noise), and
+re-weights what the policy already does (exploration comes from the flow's noise, at
+``RLConfig.rollout_noise_scale`` during rollouts), and
 rollouts cost far more than updates. ``demo_fraction`` mixes demonstration batches in to
 keep the policy near the demonstrations.
 

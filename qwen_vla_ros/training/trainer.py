@@ -283,12 +283,18 @@ class Trainer:
             return chunk.actions
 
         self.policy.eval()
-        episodes = [
-            run_episode(self._env, act, self.config.rl,
-                        step_seed(self.config.seed, self.rank, step, round_number, i) % 2**31)
-            for i in range(count)
-        ]
-        set_train_mode(self.policy, self.config.freeze, self.config.text_only)
+        own_noise = self.policy.config.noise_scale
+        if self.config.rl.rollout_noise_scale is not None:
+            self.policy.set_noise_scale(self.config.rl.rollout_noise_scale)
+        try:
+            episodes = [
+                run_episode(self._env, act, self.config.rl,
+                            step_seed(self.config.seed, self.rank, step, round_number, i) % 2**31)
+                for i in range(count)
+            ]
+        finally:
+            self.policy.set_noise_scale(own_noise)
+            set_train_mode(self.policy, self.config.freeze, self.config.text_only)
         returns = [e.episode_return for e in episodes]
         self._print(f"rl round {round_number}: {count} episodes, mean return {np.mean(returns):.3f}, "
                     f"successes {sum(e.success(self.config.rl.success_threshold) for e in episodes)}")

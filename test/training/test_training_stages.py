@@ -120,6 +120,32 @@ def test_rl_trains_on_rollouts_of_an_injected_environment(tmp_path, small_config
     _check_policy_folder(tmp_path / "final", embodiment_files["aloha_small"])
 
 
+@pytest.mark.parametrize("rollout_noise_scale", [1.0, None])
+def test_rl_rollouts_explore_even_when_the_policy_acts_without_noise(tmp_path, small_config, reach_env,
+                                                                    rollout_noise_scale):
+    """A deployed policy at noise scale 0 gives the same chunk for the same observation: its
+    rollouts of one scene would all be alike, and reward weighting would have nothing to choose
+    from. The rollouts sample with ``rollout_noise_scale``; the saved policy keeps 0."""
+    config = small_config("rl", noise_scale=0.0, rl={"episodes_per_round": 2, "updates_per_round": 1,
+                                                     "episode_steps": 4, "execute_steps": 4,
+                                                     "rollout_noise_scale": rollout_noise_scale})
+
+    class SameSceneEnv(reach_env):
+        actions: list = []
+
+        def reset(self, seed):
+            return super().reset(0)  # every episode starts in the same scene
+
+        def step(self, action):
+            self.actions.append(np.array(action))
+            return super().step(action)
+
+    train(config, "tiny", tmp_path, env_factory=lambda embodiment, rl: SameSceneEnv(embodiment), progress=False)
+    first, second = np.array(SameSceneEnv.actions[:4]), np.array(SameSceneEnv.actions[4:8])
+    assert np.allclose(first, second) == (rollout_noise_scale is None)
+    assert json.loads((tmp_path / "final" / "policy_config.json").read_text())["noise_scale"] == 0.0
+
+
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, small_config):
     config = small_config("sft", max_steps=4, grad_accum_steps=2, checkpoint={"every_steps": 2, "keep_last": 2})
     straight = train(config, "tiny", tmp_path / "straight", progress=False)
