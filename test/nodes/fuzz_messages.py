@@ -102,7 +102,7 @@ def malformed_chunks(action_names: list[str], home: np.ndarray, dt: float, now_s
     chunks.append(chunk(action_names, [_point(home + 3.0, 0, int(i * dt * 1e9)) for i in range(10)]))
     chunks.append(chunk(action_names, [_point(home * 1e6, 0, int(i * dt * 1e9)) for i in range(10)]))
     chunks.append(chunk(action_names, [_point(home, 0, int(i * dt * 1e9) % 1_000_000_000) for i in range(5000)]))
-    chunks.append(chunk(action_names, steps, frame_id="x#" + "9" * 400))
+    chunks.append(chunk(action_names, steps, frame_id=f"{MARK}#" + "9" * 400))  # absurd chunk id
     return chunks
 
 
@@ -146,4 +146,5 @@ def is_fuzz(msg) -> bool:
     """A message this module made (on a topic the graph also publishes)."""
     if isinstance(msg, Float64MultiArray):
         return any(d.label == MARK for d in msg.layout.dim)
-    return getattr(getattr(msg, "header", None), "frame_id", "") == MARK
+    frame_id = getattr(getattr(msg, "header", None), "frame_id", "")
+    return frame_id == MARK or frame_id.startswith(f"{MARK}#")  # MARK#<n>: a chunk id of embodiment MARK
