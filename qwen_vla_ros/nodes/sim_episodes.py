@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=int, default=1, help="write an mp4 of the cameras of the first N episodes")
     parser.add_argument("--strategy", default="async", choices=["synchronous", "temporal_ensemble", "async"])
     parser.add_argument("--output", type=Path, help="output folder (default outputs/<verb>-<time>)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many wall s")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="give up when one wait (model loading, a reset, an episode) takes longer than "
+                             "this many wall s: a stalled graph, not the length of the run")
     add_param_argument(parser)
 
 
@@ -122,7 +124,6 @@ class _Session:
         )
         config.extra.setdefault("sim_bridge", {}).update(task=args.task, seed=args.first_seed)
         self.graph = Graph(config, log_dir=out / "logs")
-        self.deadline = time.monotonic() + args.timeout
 
     def __enter__(self) -> _Session:
         # our own handlers: Ctrl-C/SIGTERM end the episode loop, then __exit__ stops the graph
@@ -140,14 +141,15 @@ class _Session:
         rclpy.shutdown()
 
     def spin_until(self, done, what: str) -> None:
-        last_print = 0.0
+        last_print, deadline = 0.0, time.monotonic() + self.args.timeout
         while not done():
             self.executor.spin_once(timeout_sec=0.05)
             self.stop_request.raise_if_set()
             if self.graph.exited():
                 raise RuntimeError(f"a node process exited: {self.graph.exited()} (see {self.graph.log_dir})")
-            if time.monotonic() > self.deadline:
-                raise TimeoutError(f"timed out while {what} (see logs in {self.graph.log_dir})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out while {what}: over {self.args.timeout:g} wall s "
+                                   f"(see logs in {self.graph.log_dir})")
             if time.monotonic() - last_print > 2.0:
                 last_print = time.monotonic()
                 rec = self.monitor.record
@@ -227,25 +229,37 @@ def run_eval(args: argparse.Namespace) -> int:
     out = _output_dir(args, "eval")
     print(f"[eval] {args.episodes} episodes of {args.task} on {args.embodiment}, seeds {args.first_seed}.."
           f"{args.first_seed + args.episodes - 1}, {args.seconds:g} s each, model: {_model_note(args)}")
-    episodes = []
-    with _Session(args, out) as session:
-        for i, (seed, goal, same_scene) in enumerate(_episode_plan(args)):
-            instruction = args.instruction or instruction_for(args.task, goal, seed)
-            record = session.episode(instruction, args.seconds, reset=i > 0, same_scene=same_scene)
-            summary = {"seed": seed, "goal": goal, **summarize(record, session.embodiment, _model_note(args))}
-            episodes.append(summary)
-            if i < args.video:
-                write_video(record, out / f"episode-{seed}.mp4")
-            print(f"[eval] episode {i + 1} (seed {seed}, '{summary['instruction']}'): success={record.success} "
-                  f"wrong_object={record.wrong_object} approached={record.approached} reward={record.reward:g}",
-                  flush=True)
+    episodes, plan = [], _episode_plan(args)
+    try:
+        with _Session(args, out) as session:
+            for i, (seed, goal, same_scene) in enumerate(plan):
+                instruction = args.instruction or instruction_for(args.task, goal, seed)
+                record = session.episode(instruction, args.seconds, reset=i > 0, same_scene=same_scene)
+                summary = {"seed": seed, "goal": goal, **summarize(record, session.embodiment, _model_note(args))}
+                episodes.append(summary)
+                if i < args.video:
+                    write_video(record, out / f"episode-{seed}.mp4")
+                print(f"[eval] episode {i + 1} (seed {seed}, '{summary['instruction']}'): success={record.success} "
+                      f"wrong_object={record.wrong_object} approached={record.approached} reward={record.reward:g}",
+                      flush=True)
+    except (RuntimeError, TimeoutError, KeyboardInterrupt) as exc:
+        if episodes:  # the finished episodes are kept, marked as a partial run
+            report = _eval_report(args, episodes, stopped=f"after {len(episodes)} of {len(plan)} episodes: {exc!r}")
+            _write_eval(report, episodes, out)
+        raise
+    _write_eval(_eval_report(args, episodes), episodes, out)
+    return 0
+
+
+def _eval_report(args: argparse.Namespace, episodes: list[dict], stopped: str | None = None) -> dict:
     latencies = [e["inference_latency_ms"]["p50"] for e in episodes if e["inference_latency_ms"]["p50"]]
     ratios = [e["smoothness_in_step_limits"]["ratio"] for e in episodes if e["smoothness_in_step_limits"]["ratio"]]
-    report = {
+    return {
         "task": args.task,
         "embodiment": args.embodiment,
         "model": _model_note(args),
-        "seeds": [args.first_seed, args.first_seed + args.episodes - 1],
+        "seeds": [args.first_seed, args.first_seed + len({e["seed"] for e in episodes}) - 1],
+        **({"stopped": stopped} if stopped else {}),
         "episodes": len(episodes),
         "success_rate": float(np.mean([e["success"] for e in episodes])),
         **task_report(episodes),
@@ -254,11 +268,13 @@ def run_eval(args: argparse.Namespace) -> int:
         "boundary_to_within_change_ratio": float(np.median(ratios)) if ratios else None,
         "per_episode": episodes,
     }
+
+
+def _write_eval(report: dict, episodes: list[dict], out: Path) -> None:
     write_json(out / "eval.json", report)
     _plot_eval(episodes, out / "eval.png")
     print(json.dumps({k: v for k, v in report.items() if k != "per_episode"}, indent=2))
-    print(f"[eval] wrote {out}/eval.json and eval.png")
-    return 0
+    print(f"[eval] wrote {out}/eval.json and eval.png" + (f" (stopped {report['stopped']})" if "stopped" in report else ""))
 
 
 def _plot_eval(episodes: list[dict], path: Path) -> None:

@@ -11,6 +11,7 @@ source is trusted by every ROS node; a forged clock is not a malformed message).
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -361,3 +362,31 @@ def test_sigterm_ends_demo_and_eval_with_every_process(tmp_path, verb):
     assert alive == [] and took < 3.5
     assert code == 130 and "interrupted" in text and "Traceback" not in text, text[-3000:]
     assert "final hold sent" in (tmp_path / "out/logs/chunk_publisher.log").read_text()
+
+
+def test_an_eval_stopped_midway_keeps_the_episodes_it_finished(tmp_path):
+    """A 50-episode eval that stops at episode 48 (a timeout, Ctrl-C) must not lose the 47
+    before it: eval.json is written with them and says where and why it stopped."""
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwen_vla_ros.cli", "eval", "--episodes", "8", "--seconds", "1.0", "--video", "0",
+         "--output", str(tmp_path / "out")],
+        stdout=log, stderr=subprocess.STDOUT, env=child_environment(),
+    )
+    try:
+        assert wait_for(lambda: "[eval] episode 1 " in (tmp_path / "run.log").read_text(), timeout_s=240), (
+            (tmp_path / "run.log").read_text()[-3000:]
+        )
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    text = (tmp_path / "run.log").read_text()
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    finished = text.count("[eval] episode ")
+    # the stop is a flag checked between waits, so it never lands between an episode and its line
+    assert code == 130 and 1 <= report["episodes"] == finished < 8, text[-3000:]
+    assert report["stopped"].startswith(f"after {finished} of 8 episodes")
+    assert len(report["per_episode"]) == finished and "success" in report
