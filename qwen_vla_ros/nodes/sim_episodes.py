@@ -9,9 +9,9 @@ back while the sim moves them), ``sim_bridge/reset``, ``inference_node/reset`` (
 old scene's readings), then the next instruction.
 
 Episode k runs on seed ``--first-seed + k`` (eval: from ``EVAL_SEED_START``, seeds the
-demonstrations never use; demo: ``DEMO_SEEDS``, see there); its instruction is one of the task's phrasings naming the goal
-of that seed (colour tasks), unless ``--instruction`` says otherwise. The default model is
-the shipped demo policy (``sim_demo``) for the simulated robots.
+demonstrations never use; demo: ``DEMO_SEEDS``, see there); its instruction is one of the
+task's phrasings naming the goal of that seed (colour tasks), unless ``--instruction`` says
+otherwise. The default model is the shipped demo policy (``sim_demo``) for the simulated robots.
 """
 
 from __future__ import annotations
@@ -283,7 +283,8 @@ def _write_eval(report: dict, episodes: list[dict], out: Path) -> None:
     write_json(out / "eval.json", report)
     _plot_eval(episodes, out / "eval.png")
     print(json.dumps({k: v for k, v in report.items() if k != "per_episode"}, indent=2))
-    print(f"[eval] wrote {out}/eval.json and eval.png" + (f" (stopped {report['stopped']})" if "stopped" in report else ""))
+    stopped = f" (stopped {report['stopped']})" if "stopped" in report else ""
+    print(f"[eval] wrote {out}/eval.json and eval.png{stopped}")
 
 
 def _plot_eval(episodes: list[dict], path: Path) -> None:
