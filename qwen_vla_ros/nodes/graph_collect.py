@@ -39,6 +39,7 @@ from ..demonstrations import (
 )
 from ..embodiment import load_embodiment
 from ..ros.qos import LATCHED, RECORD_RELIABLE
+from .common import call_service
 from .recorder_node import RecorderNode
 
 #: Wall seconds allowed for starting the graph (imports, MuJoCo, discovery) and for one expert
@@ -127,13 +128,8 @@ class _GraphSession:
                                    f"(see {self.graph.log_dir}/sim_bridge.log)")
 
     def call(self, client, request, what: str) -> object:
-        self.spin_until(client.service_is_ready, f"waiting for {client.srv_name}", START_TIMEOUT_S)
-        future = client.call_async(request)
-        self.spin_until(future.done, what, 30.0)
-        response = future.result()
-        if not response.success:
-            raise RuntimeError(f"{what}: {response.message}")
-        return response
+        # START_TIMEOUT_S for each wait: the first call waits for the service to appear
+        return call_service(client, request, what, lambda done, doing: self.spin_until(done, doing, START_TIMEOUT_S))
 
     def wait_until_ready(self) -> None:
         """Until the recorder follows every topic, the sim hears the instruction and /clock runs."""

@@ -51,6 +51,7 @@ from ..evaluation import (
 from ..model.shipped import SIM_DEMO
 from ..sim.aloha_tasks import CUBE_COLORS
 from ..sim.base_scene import BOX_COLORS
+from .common import call_service
 from .episode_monitor import EpisodeMonitor
 
 UNTRAINED_NOTE = "tiny UNTRAINED policy (random weights): it moves within limits, it is not a trained skill"
@@ -170,11 +171,7 @@ class _Session:
 
     def call(self, client, what: str) -> None:
         """Call a Trigger service and wait for its reply; a refusal is an error."""
-        self.spin_until(client.service_is_ready, f"waiting for {client.srv_name}")
-        future = client.call_async(Trigger.Request())
-        self.spin_until(future.done, what)
-        if not future.result().success:
-            raise RuntimeError(f"{client.srv_name} refused: {future.result().message}")
+        call_service(client, Trigger.Request(), what, self.spin_until)
 
     def episode(self, instruction: str, seconds: float, reset: bool, same_scene: bool = False) -> dict:
         """One episode; ``reset``: a new scene first (the next seed), or with ``same_scene``

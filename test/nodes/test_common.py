@@ -178,3 +178,38 @@ def test_an_interrupt_inside_an_import_callback_is_retried_outside_it():
     assert request.signal == signal.SIGINT  # the retry keeps the signal that asked
     request.building = False
     request.retry(signal.SIGALRM, frame("model.py", "load"))  # once spinning: the flag only
+
+
+def test_call_service_returns_the_reply_and_makes_a_refusal_an_error(ros_context):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from std_srvs.srv import SetBool
+
+    from qwen_vla_ros.nodes.common import call_service
+
+    def answer(request, response):
+        response.success, response.message = request.data, "accepted" if request.data else "not now: busy"
+        return response
+
+    server, caller = Node("refusing_server", context=ros_context), Node("caller", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    try:
+        server.create_service(SetBool, "ask", answer)
+        client = caller.create_client(SetBool, "ask")
+        for node in (server, caller):
+            executor.add_node(node)
+        waited: list[str] = []
+
+        def wait(done, what):  # spins until done; the session's deadline is not under test here
+            waited.append(what)
+            while not done():
+                executor.spin_once(timeout_sec=0.05)
+
+        assert call_service(client, SetBool.Request(data=True), "asking nicely", wait).message == "accepted"
+        assert waited == ["waiting for ask", "asking nicely"]
+        with pytest.raises(RuntimeError, match="ask refused while asking again: not now: busy"):
+            call_service(client, SetBool.Request(data=False), "asking again", wait)
+    finally:
+        executor.shutdown()
+        server.destroy_node()
+        caller.destroy_node()
