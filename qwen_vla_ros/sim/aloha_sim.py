@@ -340,18 +340,9 @@ class AlohaSim:
         return self._cameras.render(self._data, camera_name)
 
     def image_point(self, camera_name: str, world_xyz) -> tuple[float, float]:
-        """Where a world point (m) appears in a camera's image now: normalised coordinates
-        (0 left/top .. 1 right/bottom; pinhole with the camera's vertical field of view, as
-        MuJoCo renders; a resize of the image keeps them)."""
-        spec = self._cameras.spec(camera_name)
-        camera_id = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, spec.mujoco_camera)
-        rotation = self._data.cam_xmat[camera_id].reshape(3, 3)
-        local = rotation.T @ (np.asarray(world_xyz, dtype=np.float64) - self._data.cam_xpos[camera_id])
-        focal = (spec.height / 2) / np.tan(np.radians(self._model.cam_fovy[camera_id]) / 2)
-        depth = -local[2]  # MuJoCo cameras look along -z, with y up
-        x = spec.width / 2 + focal * local[0] / depth
-        y = spec.height / 2 - focal * local[1] / depth
-        return float(x / spec.width), float(y / spec.height)
+        """Where a world point (m) appears in a camera's image now, normalised (0 left/top ..
+        1 right/bottom; see :meth:`OffscreenCameras.image_point`)."""
+        return self._cameras.image_point(self._data, camera_name, world_xyz)
 
     def joint_states(self, side: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(names, positions, velocities) as the rig publishes on /follower_{side}/joint_states.

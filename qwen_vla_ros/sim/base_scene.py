@@ -251,12 +251,27 @@ class MobileBaseSim:
 
     def render(self, camera_name: str = "front") -> np.ndarray:
         """The camera's view from the current base pose: (height, width, 3) uint8 RGB."""
+        self._place_camera()
+        return self._cameras.render(self._data, camera_name)
+
+    def image_point(self, camera_name: str, world_xyz) -> tuple[float, float]:
+        """Where a world point (m) appears in the camera's image from the current base pose,
+        normalised (0 left/top .. 1 right/bottom; see :meth:`OffscreenCameras.image_point`)."""
+        self._place_camera()
+        return self._cameras.image_point(self._data, camera_name, world_xyz)
+
+    def box_centre(self, color: str) -> tuple[float, float, float]:
+        """Centre of the ``color`` box in the odom frame (x, y, z m; it stands on the floor)."""
+        box = self.box(color)
+        return box.x, box.y, box.half_size
+
+    def _place_camera(self) -> None:
+        """Move the camera's body to the base pose (the base is kinematic, MuJoCo only renders)."""
         x, y, yaw = self.base.pose
         self._data.mocap_pos[0] = (x, y, 0.0)
         self._data.mocap_quat[0] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
         mujoco.mj_kinematics(self._model, self._data)
         mujoco.mj_camlight(self._model, self._data)
-        return self._cameras.render(self._data, camera_name)
 
     def distance_to_goal(self) -> float:
         """Distance from the base centre to the goal (disc centre, or named box's side), m."""

@@ -114,6 +114,21 @@ class OffscreenCameras:
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         return renderer.render()
 
+    def image_point(self, data: mujoco.MjData, name: str, world_xyz) -> tuple[float, float]:
+        """Where a world point (m) appears in camera ``name``'s image in state ``data`` (camera
+        poses as last computed, e.g. by ``mj_kinematics``): normalised coordinates (0 left/top
+        .. 1 right/bottom; pinhole with the camera's vertical field of view, as MuJoCo renders;
+        a resize of the image keeps them)."""
+        spec = self._cameras[self._check_name(name)]
+        camera_id = self._camera_ids[name]
+        rotation = data.cam_xmat[camera_id].reshape(3, 3)
+        local = rotation.T @ (np.asarray(world_xyz, dtype=np.float64) - data.cam_xpos[camera_id])
+        focal = (spec.height / 2) / np.tan(np.radians(self._model.cam_fovy[camera_id]) / 2)
+        depth = -local[2]  # MuJoCo cameras look along -z, with y up
+        x = spec.width / 2 + focal * local[0] / depth
+        y = spec.height / 2 - focal * local[1] / depth
+        return float(x / spec.width), float(y / spec.height)
+
     def close(self) -> None:
         """Free the OpenGL contexts."""
         for renderer in self._renderers.values():

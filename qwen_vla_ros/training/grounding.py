@@ -8,10 +8,13 @@ regressed the named cube's place through a soft-argmax over image tokens (docs/t
 scenes after 100 steps. This module makes that target from the simulator's ground truth, as
 much of it as training wants: a scene renders in milliseconds, a demonstration takes seconds.
 
-:class:`GroundingScenes` resets a simulated task (seeds below the evaluation seeds), puts the
-arms where the task's scripted expert has them at a random step before its first grasp (the
-objects have not moved yet), renders every camera as the policy sees it, and projects the
-named object into one camera's image. :func:`scene_grounding_loss` is a stage-``cpt``
+:class:`GroundingScenes` resets a simulated ALOHA task (seeds below the evaluation seeds),
+puts the arms where the task's scripted expert has them at a random step before its first
+grasp (the objects have not moved yet), renders every camera as the policy sees it, and
+projects the named object into one camera's image. :class:`BaseGroundingScenes` does the same
+for the mobile base's ``drive_to_color``: the base where the expert has driven it at a random
+step before it stops, the named box in the front camera, and as key pose the place where the
+expert stops. :func:`grounding_scenes` picks the class by task. :func:`scene_grounding_loss` is a stage-``cpt``
 ``image_text`` hook (training/hooks.py): cross-entropy of the decoder's grounding pointer
 (``DiTConfig.grounding``, model/dit.py KeyPoseHead) on the token that holds that point.
 """
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.chunks import pose_steps, waypoint_slices
 from ..data.keyframes import gripper_slices, key_pose, keyframes
 from ..demonstrations import EVAL_SEED_START, instruction_for
 from ..embodiment import Embodiment, load_embodiment
@@ -35,11 +39,15 @@ from ..types import Observation
 from .errors import TrainingError
 from .sim_env import AlohaSimEnv
 
-#: Tasks whose instruction names one object, and that object's body (by the episode's goal).
+#: ALOHA tasks whose instruction names one object, and that object's body (by the episode's goal).
 NAMED_OBJECTS = {
     "pick_color": cube_body,
     "transfer_cube": lambda goal: "box",
 }
+#: Mobile-base tasks whose instruction names one object (a box, by the episode's goal colour).
+BASE_NAMED_OBJECTS = ("drive_to_color",)
+#: The camera each robot's scenes point in by default: the one that sees every object.
+SCENE_CAMERAS = {"pick_color": "cam_high", "transfer_cube": "cam_high", "drive_to_color": "front"}
 #: Seeds of grounding scenes: apart from the demonstrations' first thousand and the evaluation's.
 SCENE_SEEDS = (1_000, EVAL_SEED_START)
 #: Expert steps past the first grasp's start within which its gripper has closed.
@@ -70,44 +78,74 @@ class GroundingScene:
     key_pose: np.ndarray | None = None
 
 
-class GroundingScenes:
-    """Random views of a simulated ALOHA task with the named object's image position.
+class _ScenePool:
+    """What every source of grounding scenes shares: settings, seeds and the scene pool.
 
     Args:
-        embodiment: the ALOHA embodiment whose cameras are rendered (``aloha_sim``).
-        task: a key of :data:`NAMED_OBJECTS`.
-        camera: the embodiment camera to point in (the overhead one sees every object).
-        approach_fraction: share of scenes with the arms on their way to the first grasp
-            (the rest at the start pose, where an episode begins).
-        seed: seeds the choice of scene seeds and arm poses.
+        embodiment: the embodiment whose cameras are rendered (``aloha_sim``, ``mobile_base``).
+        task: the task, one that names one object (see :func:`grounding_scenes`).
+        camera: the embodiment camera to point in (default :data:`SCENE_CAMERAS`: the one
+            that sees every object).
+        approach_fraction: share of scenes with the robot on its way (the arms to the first
+            grasp, the base to its stop); the rest at the start pose, where an episode begins.
+        seed: seeds the choice of scene seeds and poses.
         seeds: [low, high) of the scenes' seeds; default apart from demonstrations and
             evaluation (use ``(EVAL_SEED_START, ...)`` for held-out scenes).
-        key_poses: also give each scene its key pose (costs the expert's IK up to its grasp,
-            about 0.3 s a scene on one core, against 25 ms to render one).
+        key_poses: also give each scene its key pose (ALOHA: costs the expert's IK up to its
+            grasp, about 0.3 s a scene on one core, against 25 ms to render one).
         pool_size: 0 = every scene is new; N > 0 = the first N scenes are kept and, once there
             are N, batches draw from them at random (a run of thousands of steps then pays
             for N scenes' IK, not for four per step).
     """
 
-    def __init__(self, embodiment: Embodiment, task: str = "pick_color", camera: str = "cam_high",
+    tasks: tuple[str, ...] = ()
+
+    def __init__(self, embodiment: Embodiment, task: str, camera: str | None = None,
                  approach_fraction: float = 0.5, seed: int = 0, seeds: tuple[int, int] = SCENE_SEEDS,
                  key_poses: bool = False, pool_size: int = 0):
-        from ..sim.experts import expert_for  # MuJoCo only where scenes are wanted
-
         if pool_size < 0:
             raise TrainingError(f"pool_size must be >= 0, got {pool_size}")
-        if task not in NAMED_OBJECTS:
-            raise TrainingError(f"grounding scenes need a task that names one object: {sorted(NAMED_OBJECTS)}, not {task!r}")
+        if task not in self.tasks:
+            raise TrainingError(f"{type(self).__name__} need a task that names one object: "
+                                f"{sorted(self.tasks)}, not {task!r}")
+        camera = camera or SCENE_CAMERAS[task]
         if camera not in embodiment.camera_names:
             raise TrainingError(f"camera {camera!r} is not one of {embodiment.name}'s: {embodiment.camera_names}")
         self.embodiment, self.task, self.camera = embodiment, task, camera
         self.approach_fraction = float(approach_fraction)
-        self.env = AlohaSimEnv(embodiment, task, instruction="")
-        self.expert = expert_for(task)
         self._rng = np.random.default_rng(seed)
         self.seeds = (int(seeds[0]), int(seeds[1]))
         self.key_poses = bool(key_poses)
         self.pool_size, self._pool = int(pool_size), []
+
+    def sample(self) -> GroundingScene:
+        raise NotImplementedError
+
+    def batch(self, size: int) -> list[GroundingScene]:
+        """``size`` scenes: new ones, or from the pool once it is full (see ``pool_size``)."""
+        return [self._next() for _ in range(size)]
+
+    def _next(self) -> GroundingScene:
+        if not self.pool_size:
+            return self.sample()
+        if len(self._pool) < self.pool_size:
+            self._pool.append(self.sample())
+            return self._pool[-1]
+        return self._pool[int(self._rng.integers(len(self._pool)))]
+
+
+class GroundingScenes(_ScenePool):
+    """Random views of a simulated ALOHA task with the named object's image position
+    (arguments: :class:`_ScenePool`; ``task`` a key of :data:`NAMED_OBJECTS`)."""
+
+    tasks = tuple(NAMED_OBJECTS)
+
+    def __init__(self, embodiment: Embodiment, task: str = "pick_color", camera: str | None = None, **settings):
+        from ..sim.experts import expert_for  # MuJoCo only where scenes are wanted
+
+        super().__init__(embodiment, task, camera, **settings)
+        self.env = AlohaSimEnv(embodiment, task, instruction="")
+        self.expert = expert_for(task)
 
     def sample(self) -> GroundingScene:
         seed = int(self._rng.integers(*self.seeds))
@@ -138,21 +176,75 @@ class GroundingScenes:
             raise TrainingError(f"{self.task}: no grasp within {len(actions)} expert steps")
         return key_pose(actions, frame, frames)
 
-    def batch(self, size: int) -> list[GroundingScene]:
-        """``size`` scenes: new ones, or from the pool once it is full (see ``pool_size``)."""
-        return [self._next() for _ in range(size)]
-
-    def _next(self) -> GroundingScene:
-        if not self.pool_size:
-            return self.sample()
-        if len(self._pool) < self.pool_size:
-            self._pool.append(self.sample())
-            return self._pool[-1]
-        return self._pool[int(self._rng.integers(len(self._pool)))]
-
     def close(self) -> None:
         """Free the simulator's rendering contexts."""
         self.env.close()
+
+
+class BaseGroundingScenes(_ScenePool):
+    """Random views of the mobile base's ``drive_to_color`` with the named box's image position
+    (arguments: :class:`_ScenePool`). The base stands where the scripted expert has driven it
+    at a random step before it stops, with the named box in view; the key pose is where the
+    expert stops, in the robot frame of that step, as a demonstration's frame has it."""
+
+    tasks = BASE_NAMED_OBJECTS
+
+    def __init__(self, embodiment: Embodiment, task: str = "drive_to_color", camera: str | None = None, **settings):
+        from ..sim.rig import RIG_FRAME_SIZE, SimRig  # MuJoCo only where scenes are wanted
+
+        super().__init__(embodiment, task, camera, **settings)
+        self.rig = SimRig(embodiment, task=task, render_size=RIG_FRAME_SIZE)  # rendered as collect does
+        self._waypoints = waypoint_slices(embodiment)
+        if not self._waypoints:
+            raise TrainingError(f"{task} scenes need a waypoint base embodiment, {embodiment.name} is not one")
+
+    def sample(self) -> GroundingScene:
+        seed = int(self._rng.integers(*self.seeds))
+        poses, world = self._expert_drive(seed), self.rig.world
+        centre = world.box_centre(world.goal)
+        frame = 0
+        if self._rng.random() < self.approach_fraction:
+            moving = int(np.flatnonzero(np.abs(np.diff(poses, axis=0)).sum(axis=1) > 1e-9).max(initial=0))
+            frame = int(self._rng.integers(1, moving + 1)) if moving else 0
+        world.reset(pose=tuple(poses[frame]))  # the boxes stay where the seed placed them
+        point = world.image_point(self.camera, centre)
+        if not all(0.0 <= v <= 1.0 for v in point):  # too close to see its centre: the start view
+            frame = 0
+            world.reset(pose=tuple(poses[0]))
+            point = world.image_point(self.camera, centre)
+        observation = Observation(
+            images={c: self.rig.camera_view(c) for c in self.embodiment.camera_names},
+            state=np.zeros(self.embodiment.state_dim),  # waypoint groups have no measured state
+            instruction=instruction_for(self.task, world.goal, seed), stamp=0.0,
+        )
+        steps = pose_steps(poses)
+        pose = key_pose(steps, frame, keyframes(steps, ()), self._waypoints) if self.key_poses else None
+        return GroundingScene(observation, self.camera, point, world.goal, seed, frame, pose)
+
+    def _expert_drive(self, seed: int) -> np.ndarray:
+        """The base's poses (T + 1, 3: x, y m, yaw rad) over the expert's whole episode of ``seed``."""
+        from ..sim.experts import DriveToColorExpert
+
+        self.rig.reset(seed=seed)
+        world, expert = self.rig.world, DriveToColorExpert()
+        expert.reset(world)
+        poses = [world.pose]
+        for _ in range(expert.episode_steps):
+            world.set_cmd_vel(*expert.velocity())
+            self.rig.step(self.embodiment.dt)
+            poses.append(world.pose)
+        return np.asarray(poses, dtype=np.float64)
+
+    def close(self) -> None:
+        self.rig.close()
+
+
+def grounding_scenes(embodiment: Embodiment, task: str, **settings) -> _ScenePool:
+    """The scene source of ``task``: :class:`GroundingScenes` for the ALOHA tasks of
+    :data:`NAMED_OBJECTS`, :class:`BaseGroundingScenes` for :data:`BASE_NAMED_OBJECTS`."""
+    if task in BASE_NAMED_OBJECTS:
+        return BaseGroundingScenes(embodiment, task, **settings)
+    return GroundingScenes(embodiment, task, **settings)
 
 
 def _point(policy, scenes: list[GroundingScene], embodiment: Embodiment):
@@ -199,32 +291,37 @@ def _adjacent(grid: torch.Tensor, target: int, peak: int) -> bool:
     return all(o <= 1.01 * d for o, d in zip(offset, patch, strict=True))
 
 
-_SCENES: dict[tuple, list[GroundingScenes]] = {}
+_SCENES: dict[tuple, list[_ScenePool]] = {}
 
 
-def _scene_sources(options: dict) -> tuple[Embodiment, list[GroundingScenes]]:
-    embodiment = load_embodiment(options.get("embodiment", "aloha_sim"))
+def _scene_sources(options: dict) -> list[_ScenePool]:
     settings = {
-        "camera": options.get("camera", "cam_high"),
+        "camera": options.get("camera"),
         "approach_fraction": float(options.get("approach_fraction", 0.5)),
         "key_poses": float(options.get("key_pose_weight", 0.0)) > 0,
         "pool_size": int(options.get("pool_size", 0)),
     }
+    robots = {"arms": options.get("embodiment", "aloha_sim"), "base": options.get("base_embodiment", "mobile_base")}
     tasks, seed = tuple(options.get("tasks", ["pick_color"])), int(options.get("seed", 0))
-    key = (embodiment.name, tasks, seed, *settings.values())
+    key = (*robots.values(), tasks, seed, *settings.values())
     if key not in _SCENES:
-        _SCENES[key] = [GroundingScenes(embodiment, task, seed=seed + i, **settings) for i, task in enumerate(tasks)]
-    return embodiment, _SCENES[key]
+        _SCENES[key] = [
+            grounding_scenes(load_embodiment(robots["base" if task in BASE_NAMED_OBJECTS else "arms"]), task,
+                             seed=seed + i, **settings)
+            for i, task in enumerate(tasks)
+        ]
+    return _SCENES[key]
 
 
 def scene_grounding_loss(policy, step: int, options: dict) -> torch.Tensor:
     """``image_text`` hook: the grounding loss on ``batch_size`` (default 8) fresh scenes of
-    the ``tasks`` in turn (default pick_color) for ``embodiment`` (default aloha_sim);
-    ``key_pose_weight`` > 0 (default 0) also trains the key pose on them; ``pool_size`` > 0
-    reuses that many scenes per task (:class:`GroundingScenes`)."""
-    embodiment, sources = _scene_sources(options)
-    scenes = sources[step % len(sources)].batch(int(options.get("batch_size", 8)))
-    return grounding_loss(policy, scenes, embodiment, float(options.get("key_pose_weight", 0.0)))
+    the ``tasks`` in turn (default pick_color), ALOHA tasks on ``embodiment`` (default
+    aloha_sim), ``drive_to_color`` on ``base_embodiment`` (default mobile_base); ``camera``
+    (default: each task's :data:`SCENE_CAMERAS`); ``key_pose_weight`` > 0 (default 0) also
+    trains the key pose on them; ``pool_size`` > 0 reuses that many scenes per task."""
+    source = _scene_sources(options)[step % len(options.get("tasks", ["pick_color"]))]
+    scenes = source.batch(int(options.get("batch_size", 8)))
+    return grounding_loss(policy, scenes, source.embodiment, float(options.get("key_pose_weight", 0.0)))
 
 
 def _add_pointer(policy, options: dict) -> None:

@@ -12,9 +12,16 @@ from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
 from qwen_vla_ros.sim import GL_BACKEND
 from qwen_vla_ros.sim.aloha_tasks import sample_pick_color
+from qwen_vla_ros.sim.base_scene import BOX_COLORS
 from qwen_vla_ros.sim.goals import goal_from_instruction
 from qwen_vla_ros.training.errors import TrainingError
-from qwen_vla_ros.training.grounding import GroundingScenes, grounding_loss, pointer_accuracy
+from qwen_vla_ros.training.grounding import (
+    BaseGroundingScenes,
+    GroundingScenes,
+    grounding_loss,
+    grounding_scenes,
+    pointer_accuracy,
+)
 
 pytestmark = pytest.mark.skipif(GL_BACKEND is None, reason="no offscreen OpenGL backend for MuJoCo")
 
@@ -145,3 +152,91 @@ def test_a_scene_key_pose_is_the_one_a_whole_demonstration_has_at_that_frame(alo
             np.testing.assert_allclose(scene.key_pose, expected, atol=1e-9)
     finally:
         scenes.close()
+
+
+#: Which channel dominates each box's colour in the rendered image (yellow: red and green).
+BOX_CHANNELS = {"red": (0,), "blue": (2,), "yellow": (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_embodiment("mobile_base")
+
+
+def test_base_scenes_point_at_the_box_the_instruction_names(base):
+    scenes = grounding_scenes(base, "drive_to_color", approach_fraction=0.5, seed=4)
+    try:
+        assert isinstance(scenes, BaseGroundingScenes) and scenes.camera == "front"
+        frames = []
+        for _ in range(8):
+            scene = scenes.sample()
+            frames.append(scene.frame)
+            assert goal_from_instruction(scene.observation.instruction, BOX_COLORS) == scene.goal
+            assert scene.observation.state.shape == (base.state_dim,) and not scene.observation.state.any()
+            image = scene.observation.images["front"].astype(int)
+            height, width = image.shape[:2]
+            pixel = image[int(scene.image_xy[1] * height), int(scene.image_xy[0] * width)]
+            others = [c for c in range(3) if c not in BOX_CHANNELS[scene.goal]]
+            assert min(pixel[list(BOX_CHANNELS[scene.goal])]) > max(pixel[others]) + 40, (scene.goal, pixel)
+        assert 0 in frames and max(frames) > 0, frames  # start views and views on the way
+    finally:
+        scenes.close()
+    with pytest.raises(TrainingError, match="names one object"):
+        BaseGroundingScenes(base, "goal_disc")
+
+
+def test_a_base_scene_key_pose_is_the_one_its_demonstration_has(tmp_path, base):
+    from qwen_vla_ros.data.dataset import LeRobotV3Dataset
+    from qwen_vla_ros.demonstrations import collect
+
+    scenes = BaseGroundingScenes(base, approach_fraction=1.0, seed=2, seeds=(30, 31), key_poses=True)
+    try:
+        scene = scenes.sample()
+    finally:
+        scenes.close()
+    collect("drive_to_color", tmp_path / "demo", 1, first_seed=30)
+    demo = LeRobotV3Dataset(tmp_path / "demo", base)
+    sample = demo[scene.frame]
+    np.testing.assert_allclose(scene.key_pose, sample["subgoal"].numpy(), atol=1e-5)
+    # the same view (the dataset's frames went through the video codec)
+    stored = sample["images"]["front"].numpy().astype(int)
+    assert np.abs(scene.observation.images["front"].astype(int) - stored).mean() < 6
+
+
+def test_the_pointer_learns_where_the_named_boxes_are(base):
+    policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=0), "tiny", seed=0)
+    policy.set_normalization(base.name, NormStats.from_limits(base))
+    torch.manual_seed(0)
+    policy.add_grounding_pointer()
+    source = BaseGroundingScenes(base, approach_fraction=0.5, seed=1)
+    try:
+        scenes = source.batch(4)
+    finally:
+        source.close()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = grounding_loss(policy.train(), scenes, base)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.2 * losses[0], losses[::5]
+    assert pointer_accuracy(policy.eval(), scenes, base)["hit"] == 1.0
+
+
+def test_the_hook_takes_each_task_on_its_own_robot(aloha, base):
+    from qwen_vla_ros.training.grounding import _SCENES, _scene_sources, scene_grounding_loss
+
+    policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=0), "tiny", seed=0)
+    for embodiment in (aloha, base):
+        policy.set_normalization(embodiment.name, NormStats.from_limits(embodiment))
+    policy.add_grounding_pointer()
+    options = {"tasks": ["pick_color", "drive_to_color"], "batch_size": 2, "key_pose_weight": 1.0, "seed": 9}
+    losses = [scene_grounding_loss(policy, step, options) for step in (0, 1)]
+    assert all(torch.isfinite(loss) and loss > 0 for loss in losses)
+    sources = _scene_sources(options)
+    assert [(s.embodiment.name, s.camera) for s in sources] == [("aloha_sim", "cam_high"), ("mobile_base", "front")]
+    for source in sources:
+        source.close()
+    _SCENES.clear()  # closed: later hooks make their own
