@@ -62,11 +62,12 @@ class GroundingScene:
         observation: what the policy gets (every camera of the embodiment, state, instruction).
         camera: the embodiment camera the point refers to.
         image_xy: the object's centre in that image, normalised (0 left/top .. 1 right/bottom).
-        goal: what the instruction names (pick_color: the cube's colour; None: the task's one object).
+        goal: what the instruction names (the cube's or box's colour; None: the task's one object).
         seed: the scene's seed (object placement, goal, phrasing).
-        frame: the expert's control step the arms are at (0: the start pose).
-        key_pose: the action (rig units, the embodiment's layout) at the expert's first grasp,
-            the key pose a demonstration has at this frame; None unless asked for.
+        frame: the expert's control step the robot is at (0: the start pose).
+        key_pose: the key pose a demonstration has at this frame (rig units, the embodiment's
+            layout): ALOHA, the action at the expert's first grasp; the base, where it stops
+            (x, y m, yaw rad in the robot frame at this frame); None unless asked for.
     """
 
     observation: Observation
