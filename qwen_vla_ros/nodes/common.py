@@ -214,7 +214,6 @@ def startup_line(node: Node, subscribes: list[str], publishes: list[str]) -> Non
     )
 
 
-
 def call_service(client, request, what: str, wait: Callable[[Callable[[], bool], str], None]) -> Any:
     """Call a service whose response has ``success`` and ``message`` (std_srvs Trigger, SetBool)
     from a client session that spins its own executor: ``wait(done, what)`` spins until
@@ -226,6 +225,7 @@ def call_service(client, request, what: str, wait: Callable[[Callable[[], bool],
     if not response.success:
         raise RuntimeError(f"{client.srv_name} refused while {what}: {response.message}")
     return response
+
 
 # -- the process's spin loop ------------------------------------------------------------------
 #: errors raised by rclpy inside take/executor and survived by run_nodes (for /diagnostics)

@@ -14,8 +14,8 @@ grasp (the objects have not moved yet), renders every camera as the policy sees 
 projects the named object into one camera's image. :class:`BaseGroundingScenes` does the same
 for the mobile base's ``drive_to_color``: the base where the expert has driven it at a random
 step before it stops, the named box in the front camera, and as key pose the place where the
-expert stops. :func:`grounding_scenes` picks the class by task. :func:`scene_grounding_loss` is a stage-``cpt``
-``image_text`` hook (training/hooks.py): cross-entropy of the decoder's grounding pointer
+expert stops. :func:`grounding_scenes` picks the class by task. :func:`scene_grounding_loss`
+is a stage-``cpt`` ``image_text`` hook (training/hooks.py): cross-entropy of the decoder's grounding pointer
 (``DiTConfig.grounding``, model/dit.py KeyPoseHead) on the token that holds that point.
 """
 
