@@ -25,6 +25,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_eval_arguments",
         "evaluate",
     ),
+    "compare": (
+        "qwen_vla_ros.eval_compare",
+        "compare two eval runs of one task seed by seed (exact McNemar test on the seeds they disagree on)",
+        "add_arguments",
+        "run",
+    ),
     "bringup": (
         "qwen_vla_ros.bringup",
         "start the node graph as processes (no launch_ros needed)",
