@@ -31,6 +31,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "probe": (
+        "qwen_vla_ros.training.grounding_probe",
+        "held-out grounding scenes: does the policy point at, and plan for, the object it is told?",
+        "add_arguments",
+        "run",
+    ),
     "bringup": (
         "qwen_vla_ros.bringup",
         "start the node graph as processes (no launch_ros needed)",
