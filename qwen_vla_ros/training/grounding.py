@@ -329,5 +329,15 @@ def _add_pointer(policy, options: dict) -> None:
     policy.add_grounding_pointer()
 
 
+def _close_scenes() -> None:
+    """Free every scene source's simulator and renderers; later calls make new ones."""
+    for sources in _SCENES.values():
+        for source in sources:
+            source.close()
+    _SCENES.clear()
+
+
 #: Called by the trainer before it builds the optimizer, so the pointer's weights train.
 scene_grounding_loss.prepare = _add_pointer
+#: Called by the trainer when training ends.
+scene_grounding_loss.close = _close_scenes

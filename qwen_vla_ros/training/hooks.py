@@ -13,7 +13,8 @@ skip a step. Its loss is added to the action loss times ``image_text.weight`` on
 ``image_text.every_steps``-th step. The mix of image-text and robot data is thus set by
 ``every_steps`` and ``weight``. A hook that trains weights of its own (a head) names a
 ``prepare(policy, options)`` attribute: the trainer calls it before building the optimizer
-(training/grounding.py's ``scene_grounding_loss`` adds the decoder's grounding pointer).
+(training/grounding.py's ``scene_grounding_loss`` adds the decoder's grounding pointer),
+and a ``close()`` attribute, called when training ends, frees what it holds (renderers).
 """
 
 from __future__ import annotations

@@ -427,6 +427,8 @@ class Trainer:
         bar.close()
         if self._env is not None:
             self._env.close()
+        if callable(getattr(self.hook, "close", None)):
+            self.hook.close()  # a hook's simulators and renderers (training/grounding.py)
         elapsed = time.perf_counter() - started
         self.peak_memory = peak_memory_bytes(self.accelerator.device)
         final_val = self.evaluate()
