@@ -195,30 +195,44 @@ def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
     return episode, solved
 
 
-def _nav_episode(rig, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
+def drive_expert_episode(rig, seed: int, before_step: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+    """Run ``drive_to_color``'s scripted expert on ``rig``'s world from ``seed``'s reset: the
+    base's poses (T + 1, 3: x, y m, yaw rad) and whether it succeeded without touching a box.
+    ``before_step(step)`` runs before each control step (to record the cameras)."""
     from .sim.experts import DriveToColorExpert
 
     rig.reset(seed=seed)
-    world, embodiment = rig.world, rig.embodiment
-    expert = DriveToColorExpert()
+    world, expert = rig.world, DriveToColorExpert()
     expert.reset(world)
-    instruction = instruction_for(task, world.goal, seed)
-    poses, images, solved = [world.pose], {c: [] for c in embodiment.camera_names}, False
-    every = _frame_every(embodiment, camera_rate_hz)
+    poses, solved = [world.pose], False
     for step in range(expert.episode_steps):
-        for camera, frames in images.items():
-            frames.append(rig.camera_view(camera) if step % every == 0 else frames[-1])
+        if before_step is not None:
+            before_step(step)
         world.set_cmd_vel(*expert.velocity())
-        rig.step(embodiment.dt)
+        rig.step(rig.embodiment.dt)
         poses.append(world.pose)
         solved = solved or rig.success()
-    steps = pose_steps(np.asarray(poses))
+    return np.asarray(poses, dtype=np.float64), solved and not world.collided
+
+
+def _nav_episode(rig, task: str, seed: int, camera_rate_hz: float) -> tuple[EpisodeData, bool]:
+    embodiment = rig.embodiment
+    images = {c: [] for c in embodiment.camera_names}
+    every = _frame_every(embodiment, camera_rate_hz)
+
+    def record_cameras(step: int) -> None:
+        for camera, frames in images.items():
+            frames.append(rig.camera_view(camera) if step % every == 0 else frames[-1])
+
+    poses, solved = drive_expert_episode(rig, seed, record_cameras)
+    instruction = instruction_for(task, rig.world.goal, seed)
+    steps = pose_steps(poses)
     # Waypoint groups have no measured state (embodiment convention): zeros.
     episode = EpisodeData(
         task=instruction, state=np.zeros_like(steps), action=steps,
         images={c: np.stack(frames) for c, frames in images.items()}, label=f"seed {seed}",
     )
-    return episode, solved and not world.collided
+    return episode, solved
 
 
 def collect(

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..data.chunks import pose_steps, waypoint_slices
 from ..data.keyframes import gripper_slices, key_pose, keyframes
-from ..demonstrations import EVAL_SEED_START, instruction_for
+from ..demonstrations import EVAL_SEED_START, drive_expert_episode, instruction_for
 from ..embodiment import Embodiment, load_embodiment
 from ..model.losses import key_pose_loss
 from ..model.token_grid import nearest_image_tokens
@@ -224,17 +224,7 @@ class BaseGroundingScenes(_ScenePool):
 
     def _expert_drive(self, seed: int) -> np.ndarray:
         """The base's poses (T + 1, 3: x, y m, yaw rad) over the expert's whole episode of ``seed``."""
-        from ..sim.experts import DriveToColorExpert
-
-        self.rig.reset(seed=seed)
-        world, expert = self.rig.world, DriveToColorExpert()
-        expert.reset(world)
-        poses = [world.pose]
-        for _ in range(expert.episode_steps):
-            world.set_cmd_vel(*expert.velocity())
-            self.rig.step(self.embodiment.dt)
-            poses.append(world.pose)
-        return np.asarray(poses, dtype=np.float64)
+        return drive_expert_episode(self.rig, seed)[0]
 
     def close(self) -> None:
         self.rig.close()
