@@ -9,7 +9,10 @@ uses:
   (``hit``) or next to it (``near``);
 - the key-pose head: its prediction against the scene's true key pose (the one a
   demonstration has at that frame), median error in rig units;
-- mobile base only: the predicted stop (x, y m, robot frame) nearest the named box among all
+- ALOHA: where the key pose puts the grasping arm's tool centre point (forward kinematics of
+  the joints): median distance to where the expert's key pose puts it, and to the named
+  object, m; the grasping arm is the one whose expert key pose ends nearest the object;
+- mobile base: the predicted stop (x, y m, robot frame) nearest the named box among all
   boxes (chance 1/3 with three boxes), and its median distance to the expert's stop, m.
 
 docs/training.md ("Base scenes") used it to find that the base's key pose ignored the colour.
@@ -27,7 +30,13 @@ import torch
 
 from ..demonstrations import EVAL_SEED_START
 from ..embodiment import Embodiment, load_embodiment
-from .grounding import BaseGroundingScenes, GroundingScene, grounding_scenes, pointer_accuracy
+from .grounding import (
+    NAMED_OBJECTS,
+    BaseGroundingScenes,
+    GroundingScene,
+    grounding_scenes,
+    pointer_accuracy,
+)
 
 #: Held-out scenes: evaluation seeds (qwen-vla eval starts at EVAL_SEED_START too).
 PROBE_SEEDS = (EVAL_SEED_START, EVAL_SEED_START + 1_000_000)
@@ -60,13 +69,46 @@ def boxes_in_robot_frame(world) -> dict[str, np.ndarray]:
     return boxes
 
 
-def _held_out_scenes(source, count: int) -> tuple[list[GroundingScene], list[dict | None]]:
-    """``count`` scenes, and for the base each scene's boxes (read right after it is drawn)."""
-    scenes, boxes = [], []
+def _held_out_scenes(source, count: int) -> tuple[list[GroundingScene], list]:
+    """``count`` scenes, and what each needs for scoring, read right after it is drawn (the
+    source's simulator moves on): the base's boxes in its frame; the named ALOHA object's
+    position (x, y, z m, world frame)."""
+    scenes, places = [], []
     for _ in range(count):
-        scenes.append(source.sample())
-        boxes.append(boxes_in_robot_frame(source.rig.world) if isinstance(source, BaseGroundingScenes) else None)
-    return scenes, boxes
+        scene = source.sample()
+        scenes.append(scene)
+        if isinstance(source, BaseGroundingScenes):
+            places.append(boxes_in_robot_frame(source.rig.world))
+        else:
+            sim = source.env.sim
+            places.append(np.asarray(sim.object_poses()[NAMED_OBJECTS[source.task](scene.goal)][:3]))
+    return scenes, places
+
+
+def grasp_points(model, predicted: np.ndarray, truth: np.ndarray, objects: list[np.ndarray]) -> dict:
+    """ALOHA key poses (N, 14: per side 6 arm joints rad and the gripper, SIDES order) as tool
+    centre points of the grasping arm (the side whose expert key pose ends nearest the
+    object): median distance of the predicted point to the expert's and to the object, m, and
+    how often the prediction moves that arm's point closer to the object than the other's."""
+    from ..sim.aloha_conventions import SIDES
+    from ..sim.arm_ik import ArmIK
+
+    arms = {side: ArmIK(model, side) for side in SIDES}
+
+    def tcp(pose: np.ndarray, side_index: int) -> np.ndarray:
+        joints = np.split(pose, len(SIDES))[side_index][:6]
+        return arms[SIDES[side_index]].tcp_pose(joints)[0]
+
+    to_expert, to_object, right_arm = [], [], 0
+    for pred, true, target in zip(predicted, truth, objects, strict=True):
+        side = int(np.argmin([np.linalg.norm(tcp(true, i) - target) for i in range(len(SIDES))]))
+        to_expert.append(np.linalg.norm(tcp(pred, side) - tcp(true, side)))
+        reach = [np.linalg.norm(tcp(pred, i) - target) for i in range(len(SIDES))]
+        to_object.append(reach[side])
+        right_arm += int(np.argmin(reach) == side)
+    return {"grasp_tcp_to_expert_m_median": round(float(np.median(to_expert)), 4),
+            "grasp_tcp_to_object_m_median": round(float(np.median(to_object)), 4),
+            "grasping_arm_nearest": right_arm}
 
 
 def probe(policy, embodiment: Embodiment, task: str, scenes: int = 60, approach_fraction: float = 0.0,
@@ -76,26 +118,32 @@ def probe(policy, embodiment: Embodiment, task: str, scenes: int = 60, approach_
     source = grounding_scenes(embodiment, task, approach_fraction=approach_fraction, seed=seed,
                               seeds=PROBE_SEEDS, key_poses=True)
     try:
-        drawn, boxes = _held_out_scenes(source, scenes)
+        drawn, places = _held_out_scenes(source, scenes)
+        model = None if isinstance(source, BaseGroundingScenes) else source.env.sim.model
+        report = _score(policy, embodiment, drawn, places, model, batch_size)
     finally:
         source.close()
+    return {"task": task, "embodiment": embodiment.name, "scenes": len(drawn), "seeds": list(PROBE_SEEDS),
+            "approach_fraction": approach_fraction, **report}
+
+
+def _score(policy, embodiment: Embodiment, drawn: list[GroundingScene], places: list, model, batch_size: int) -> dict:
     batches = [drawn[i:i + batch_size] for i in range(0, len(drawn), batch_size)]
     pointer = [pointer_accuracy(policy, batch, embodiment) for batch in batches]
-    report = {"task": task, "embodiment": embodiment.name, "scenes": len(drawn), "seeds": list(PROBE_SEEDS),
-              "approach_fraction": approach_fraction,
-              "pointer_hit": _weighted(pointer, batches, "hit"), "pointer_near": _weighted(pointer, batches, "near")}
+    report = {"pointer_hit": _weighted(pointer, batches, "hit"), "pointer_near": _weighted(pointer, batches, "near")}
     predicted = [predicted_key_poses(policy, batch, embodiment) for batch in batches]
     if predicted[0] is None:
         return report
     predicted = np.concatenate(predicted)
     truth = np.stack([s.key_pose for s in drawn])
     report["key_pose_error_median"] = round(float(np.median(np.linalg.norm(predicted - truth, axis=1))), 4)
-    if boxes[0] is not None:
-        stops = predicted[:, :2]
-        report["stop_nearest_named_box"] = int(sum(
-            min(scene_boxes, key=lambda c, p=stop: np.linalg.norm(scene_boxes[c] - p)) == scene.goal
-            for stop, scene_boxes, scene in zip(stops, boxes, drawn, strict=True)))
-        report["stop_error_m_median"] = round(float(np.median(np.linalg.norm(stops - truth[:, :2], axis=1))), 3)
+    if model is not None:
+        return {**report, **grasp_points(model, predicted, truth, places)}
+    stops = predicted[:, :2]
+    report["stop_nearest_named_box"] = int(sum(
+        min(boxes, key=lambda c, p=stop: np.linalg.norm(boxes[c] - p)) == scene.goal
+        for stop, boxes, scene in zip(stops, places, drawn, strict=True)))
+    report["stop_error_m_median"] = round(float(np.median(np.linalg.norm(stops - truth[:, :2], axis=1))), 3)
     return report
 
 

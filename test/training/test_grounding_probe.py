@@ -41,17 +41,18 @@ def _tiny_policy(embodiment):
     return policy.eval()
 
 
+def _oracle(seen: list):
+    def predicted(policy, scenes, embodiment):
+        seen.extend(s.seed for s in scenes)
+        return np.stack([s.key_pose for s in scenes])
+    return predicted
+
+
 def test_an_oracle_key_pose_stops_beside_every_named_box(monkeypatch):
     """The scoring itself: a head that predicts each scene's true key pose (the expert's stop)
     stops nearest the named box in every held-out scene, with no error."""
-    base = load_embodiment("mobile_base")
-    seen = []
-
-    def oracle(policy, scenes, embodiment):
-        seen.extend(s.seed for s in scenes)
-        return np.stack([s.key_pose for s in scenes])
-
-    monkeypatch.setattr(grounding_probe, "predicted_key_poses", oracle)
+    base, seen = load_embodiment("mobile_base"), []
+    monkeypatch.setattr(grounding_probe, "predicted_key_poses", _oracle(seen))
     report = probe(_tiny_policy(base), base, "drive_to_color", scenes=5, approach_fraction=0.5, batch_size=2)
     assert report["stop_nearest_named_box"] == 5
     assert report["stop_error_m_median"] == 0.0 and report["key_pose_error_median"] == 0.0
@@ -59,9 +60,19 @@ def test_an_oracle_key_pose_stops_beside_every_named_box(monkeypatch):
     assert 0.0 <= report["pointer_hit"] <= report["pointer_near"] <= 1.0
 
 
-def test_an_untrained_policy_gets_figures_for_the_arms_too():
+def test_an_oracle_key_pose_grasps_at_the_named_cube(monkeypatch):
+    """The expert's own key pose puts the grasping arm's tool centre point at the named cube
+    (a few cm: the fingers close around it) and moves that arm, not the other."""
+    aloha = load_embodiment("aloha_sim")
+    monkeypatch.setattr(grounding_probe, "predicted_key_poses", _oracle([]))
+    report = probe(_tiny_policy(aloha), aloha, "pick_color", scenes=4, batch_size=2)
+    assert report["grasp_tcp_to_expert_m_median"] == 0.0 and report["grasping_arm_nearest"] == 4
+    assert report["grasp_tcp_to_object_m_median"] < 0.03, report
+
+
+def test_an_untrained_policy_is_scored_on_the_same_figures():
     aloha = load_embodiment("aloha_sim")
     report = probe(_tiny_policy(aloha), aloha, "pick_color", scenes=3, batch_size=2)
     assert report["scenes"] == 3 and "stop_nearest_named_box" not in report
-    assert report["key_pose_error_median"] > 0  # random weights: not the expert's grasp
+    assert report["key_pose_error_median"] > 0 and report["grasp_tcp_to_expert_m_median"] > 0.01  # not the expert's grasp
     assert 0.0 <= report["pointer_hit"] <= 1.0
