@@ -36,6 +36,9 @@ class ActionChunk:
         embodiment: name of the embodiment the chunk was made for.
         chunk_id: increasing number per inference, for diagnostics.
         timings: seconds spent per inference phase (preprocess, backbone, decoder).
+        key_pose: (action_dim,) rig units, the key pose the decoder's key-pose head predicted
+            from this chunk's observation (the action at the next grasp, or where the base
+            stops); None for a policy without the head.
     """
 
     actions: np.ndarray
@@ -45,6 +48,7 @@ class ActionChunk:
     embodiment: str = ""
     chunk_id: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    key_pose: np.ndarray | None = None
 
     @property
     def horizon(self) -> int:

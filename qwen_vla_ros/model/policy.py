@@ -252,6 +252,7 @@ class QwenVLAPolicy(nn.Module):
         text_only: bool = False,
         num_steps: int | None = None,
         prefix: np.ndarray | None = None,
+        key_pose: np.ndarray | None = None,
     ) -> list[ActionChunk]:
         """Action chunks for a batch of observations of one embodiment.
 
@@ -264,9 +265,13 @@ class QwenVLAPolicy(nn.Module):
             prefix: (d, action_dim) rig-unit actions every chunk must start with, d < horizon:
                 the part of the previous chunk that runs while this one is computed
                 (real-time chunking by inpainting; see ``flow.euler_sample``).
+            key_pose: (action_dim,) or (B, action_dim) rig units: the decoder acts on this key
+                pose instead of the one its head predicts (a latched plan,
+                :class:`..control.key_pose_latch.KeyPoseLatch`); eager path only.
         Returns:
             One :class:`ActionChunk` per observation: ``start_time`` is the observation's
-            stamp, ``timings`` the batch's seconds for preprocess, backbone and decoder.
+            stamp, ``timings`` the batch's seconds for preprocess, backbone and decoder,
+            ``key_pose`` the head's prediction.
         """
         clock, timings = time.perf_counter(), {}
         prepared = self.prepare_observations(observations, embodiment, text_only=text_only)
@@ -277,17 +282,20 @@ class QwenVLAPolicy(nn.Module):
             features = self.backbone(prepared.inputs) if fast is None else fast.features(prepared.inputs)
             clock = self._lap(timings, "backbone", clock)
             prefix_rows = self._prefix_tensor(prefix, prepared, len(observations))
-            horizon = prepared.embodiment.chunk_horizon
+            horizon, predicted_pose = prepared.embodiment.chunk_horizon, None
+            if key_pose is not None and fast is not None:
+                raise ValueError("a given key pose needs the eager path: the fast path has no key-pose input")
             if fast is None:
-                actions = self.sample_actions(features, prepared.state, prepared.dim_mask, horizon, generator,
-                                              num_steps, prefix_rows)
+                given = None if key_pose is None else self._key_pose_tensor(key_pose, prepared, len(observations))
+                actions, predicted_pose = self.sample_actions(features, prepared.state, prepared.dim_mask, horizon,
+                                                              generator, num_steps, prefix_rows, given)
             else:
                 shape = (len(observations), horizon, self.max_action_dim)
                 noise = self._initial_noise(shape, prepared.dim_mask, generator, prepared.state.dtype)
                 actions = fast.sample(features, prepared.state, prepared.dim_mask, noise,
                                       num_steps or self.config.num_inference_steps, prefix_rows)
             self._lap(timings, "decoder", clock)
-        return self._to_chunks(actions, prepared, observations, timings)
+        return self._to_chunks(actions, prepared, observations, timings, predicted_pose)
 
     def enable_fast_inference(
         self,
@@ -354,12 +362,16 @@ class QwenVLAPolicy(nn.Module):
         generator: torch.Generator | None = None,
         num_steps: int | None = None,
         prefix: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features;
-        ``prefix`` (B, d, max_action_dim), normalised: the actions every chunk starts with."""
+        key_pose: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised, padded actions (B, horizon, max_action_dim) from cached backbone features,
+        and the key-pose head's prediction (B, max_action_dim; None without the head).
+        ``prefix`` (B, d, max_action_dim), normalised: the actions every chunk starts with;
+        ``key_pose`` (B, max_action_dim), normalised: the key pose to act on instead."""
         # once, reused by every step
-        memory, memory_mask, _ = self.decoder.condition(features.features, features.mask, dim_mask,
-                                                         features.token_grid)
+        rows = None if key_pose is None else torch.ones(len(key_pose), dtype=torch.bool, device=key_pose.device)
+        memory, memory_mask, predicted = self.decoder.condition(features.features, features.mask, dim_mask,
+                                                                features.token_grid, key_pose, rows)
 
         def velocity(sample: torch.Tensor, flow_time: torch.Tensor) -> torch.Tensor:
             return self.decoder(
@@ -368,20 +380,30 @@ class QwenVLAPolicy(nn.Module):
 
         shape = (state.shape[0], horizon, self.max_action_dim)
         noise = self._initial_noise(shape, dim_mask, generator, state.dtype)
-        return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps, prefix)
+        return euler_sample(velocity, noise, num_steps or self.config.num_inference_steps, prefix), predicted
+
+    def _key_pose_tensor(self, key_pose: np.ndarray, prepared: PreparedObservations, batch: int) -> torch.Tensor:
+        """Rig-unit key poses ((action_dim,) or (B, action_dim)) normalised and padded (B, max_action_dim)."""
+        emb = prepared.embodiment
+        rows = np.broadcast_to(np.asarray(key_pose, dtype=np.float64), (batch, emb.action_dim))
+        padded = np.zeros((batch, self.max_action_dim))
+        padded[:, : emb.action_dim] = prepared.stats.normalize_actions(emb.actions_to_model(rows))
+        return torch.as_tensor(padded, dtype=prepared.state.dtype, device=self.device)
 
     def _initial_noise(self, shape, dim_mask: torch.Tensor, generator, dtype) -> torch.Tensor:
         """Where every chunk's flow starts (both samplers): padded noise times ``noise_scale``."""
         return self.config.noise_scale * padded_noise(shape, dim_mask, generator, self.device, dtype)
 
     def _to_chunks(
-        self, actions, prepared: PreparedObservations, observations, timings
+        self, actions, prepared: PreparedObservations, observations, timings, key_poses=None
     ) -> list[ActionChunk]:
         emb = prepared.embodiment
         model_units = prepared.stats.unnormalize_chunk(
             actions[..., : emb.action_dim].float().cpu().numpy(), prepared.model_state
         )
         rig = emb.actions_to_rig(model_units)
+        poses = [None] * len(observations) if key_poses is None else emb.actions_to_rig(
+            prepared.stats.unnormalize_actions(key_poses[:, : emb.action_dim].float().cpu().numpy()))
         return [
             ActionChunk(
                 actions=rig[i],
@@ -391,6 +413,7 @@ class QwenVLAPolicy(nn.Module):
                 embodiment=emb.name,
                 chunk_id=next(self._chunk_ids),
                 timings=dict(timings),
+                key_pose=poses[i],
             )
             for i, obs in enumerate(observations)
         ]

@@ -13,6 +13,8 @@ Topics and services (relative names resolve in the node's namespace):
     /diagnostics       diagnostic_msgs/DiagnosticArray  out: timings per chunk, waiting state
     ~/start ~/stop ~/reset   std_srvs/Trigger
 A new instruction starts a new task; an empty instruction (or ~/stop) stops.
+With ``latch_key_pose`` (default) the decoder acts on the task's first predicted key pose
+until the robot reaches it (control/key_pose_latch.py); a new task or ~/reset starts afresh.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..control.inference_trigger import InferenceTrigger, TriggerDecision, chunk_play_end
+from ..control.key_pose_latch import REACH_TOLERANCE, KeyPoseLatch
 from ..control.scheduler import step_index
 from ..embodiment import Embodiment
 from ..observation import ObservationNotReady
@@ -81,11 +84,15 @@ class InferenceNode(Node):
                 # (real-time chunking by inpainting), so chunks join without a jump
                 "rtc_prefix": True,
                 "autostart": True,  # act on each new instruction; false: wait for ~/start
+                # act on the task's first key pose until it is reached (control/key_pose_latch.py)
+                "latch_key_pose": True,
+                "key_pose_reach_tolerance": REACH_TOLERANCE,  # rad
             },
             apply=self._apply,
         )
         self.policy = load_policy(self.p.values, self.embodiment, self.get_logger())
         self._warm_up()
+        self.latch = KeyPoseLatch(self.embodiment, float(self.p["key_pose_reach_tolerance"]))
         self.trigger = InferenceTrigger(
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
         )
@@ -124,6 +131,8 @@ class InferenceNode(Node):
             "actions_per_chunk": lambda v: isinstance(v, int) and 0 <= v <= self.embodiment.chunk_horizon,
             "rtc_prefix": lambda v: isinstance(v, bool),
             "autostart": lambda v: isinstance(v, bool),
+            "latch_key_pose": lambda v: isinstance(v, bool),
+            "key_pose_reach_tolerance": lambda v: isinstance(v, float) and v > 0,
         }
         expected = {
             "num_inference_steps": "an integer in [1, 1000]",
@@ -132,12 +141,16 @@ class InferenceNode(Node):
             "actions_per_chunk": f"an integer in [0, {self.embodiment.chunk_horizon}] (0 = the whole chunk)",
             "rtc_prefix": "true or false",
             "autostart": "true or false",
+            "latch_key_pose": "true or false",
+            "key_pose_reach_tolerance": "a positive float, rad",
         }
         for name, value in changes.items():
             if not checks[name](value):
                 raise ValueError(f"{name} must be {expected[name]}, got {value!r}")
         if "replan_threshold" in changes:
             self.trigger = replace(self.trigger, replan_threshold=float(changes["replan_threshold"]))
+        if "key_pose_reach_tolerance" in changes:
+            self.latch.reach_tolerance = float(changes["key_pose_reach_tolerance"])
 
     def _heartbeat(self) -> None:
         if not self._worker.is_alive():
@@ -168,6 +181,7 @@ class InferenceNode(Node):
 
     def _begin_task(self) -> None:
         self._last_chunk = None  # a new task never continues the old task's chunk
+        self.latch.reset()  # nor its plan
         self._task += 1
         self._active = True
         self._wake.set()
@@ -176,6 +190,7 @@ class InferenceNode(Node):
         self._task += 1
         self._active = False
         self._last_chunk = None
+        self.latch.reset()
         stop = JointTrajectory(joint_names=self.embodiment.action_names)
         stop.header.stamp = to_time(self.now_s())
         self.chunk_pub.publish(stop)
@@ -258,15 +273,19 @@ class InferenceNode(Node):
     def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
         task, started = self._task, time.perf_counter()
         prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
+        latching = self.p["latch_key_pose"] and self.policy.fast is None  # the fast path has no key-pose input
         chunk = self.policy.predict_chunk(
             observation,
             self.embodiment,
             seed=int(self.p["seed"]) + self._chunk_id,
             num_steps=int(self.p["num_inference_steps"]),
             prefix=prefix,
+            key_pose=self.latch.key_pose_for(observation.state) if latching else None,
         )
         if not self._active or task != self._task:  # stopped or restarted while computing
             return
+        if latching:
+            self.latch.offer(chunk.key_pose)
         self._chunk_id += 1
         chunk.start_time, chunk.chunk_id = start_time, self._chunk_id
         chunk.timings["total"] = time.perf_counter() - started

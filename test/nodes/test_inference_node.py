@@ -119,3 +119,35 @@ def test_async_chunks_continue_the_previous_chunk_exactly(graph):
         assert 0 < offset < before.horizon
         assert after.start_time == pytest.approx(before.start_time + offset * emb.dt, abs=1e-6)
         np.testing.assert_allclose(after.actions[0], before.actions[offset], atol=1e-4)
+
+
+def _headed_tiny_policy(embodiment):
+    """The tiny policy with a key-pose head (the shipped demo policy has one; tiny has none)."""
+    import torch
+
+    from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
+
+    policy = QwenVLAPolicy.from_backbone(tiny_backbone("qwen3_5", seed=0), "tiny", seed=0)
+    policy.set_normalization(embodiment.name, NormStats.from_limits(embodiment))
+    torch.manual_seed(0)
+    policy.add_key_pose_input()
+    return policy.eval()
+
+
+def test_a_task_latches_its_first_key_pose_and_a_stop_forgets_it(graph):
+    inference, feeder = graph
+    inference.policy = _headed_tiny_policy(inference.embodiment)
+    feeder.instruction.publish(String(data="pick up the cube"))
+    assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 3, timeout_s=60)
+    # the arms stay at home in this test, far from the random head's key pose: never reached
+    assert inference.latch.latched == 1 and inference.latch.pose is not None
+    assert feeder.call("stop").success
+    assert inference.latch.pose is None
+
+    refused = inference.set_parameters([Parameter("key_pose_reach_tolerance", value=-0.1)])[0]
+    assert not refused.successful and "positive" in refused.reason
+    assert inference.set_parameters([Parameter("latch_key_pose", value=False)])[0].successful
+    count = len(feeder.chunks)
+    assert feeder.call("start").success
+    assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks[count:]) >= 2, timeout_s=60)
+    assert inference.latch.latched == 0  # off: every chunk acts on its own prediction
