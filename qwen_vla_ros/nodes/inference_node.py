@@ -93,6 +93,8 @@ class InferenceNode(Node):
         self.policy = load_policy(self.p.values, self.embodiment, self.get_logger())
         self._warm_up()
         self.latch = KeyPoseLatch(self.embodiment, float(self.p["key_pose_reach_tolerance"]))
+        if self.p["latch_key_pose"] and self.policy.fast is not None:
+            self.get_logger().warning("latch_key_pose has no effect on the fast path (compile): it has no key-pose input")
         self.trigger = InferenceTrigger(
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
         )
@@ -151,6 +153,8 @@ class InferenceNode(Node):
             self.trigger = replace(self.trigger, replan_threshold=float(changes["replan_threshold"]))
         if "key_pose_reach_tolerance" in changes:
             self.latch.reach_tolerance = float(changes["key_pose_reach_tolerance"])
+        if "latch_key_pose" in changes:
+            self.latch.reset()  # switched on mid-task: latch from the next chunk, not an old pose
 
     def _heartbeat(self) -> None:
         if not self._worker.is_alive():
