@@ -264,6 +264,9 @@ def _eval_report(args: argparse.Namespace, episodes: list[dict], stopped: str | 
         "task": args.task,
         "embodiment": args.embodiment,
         "model": _model_note(args),
+        # what the graph ran with beyond config/params/defaults.yaml (e.g. latch_key_pose=false)
+        "strategy": args.strategy,
+        "node_params": parse_node_params(args.param),
         "seeds": [args.first_seed, args.first_seed + len({e["seed"] for e in episodes}) - 1],
         **({"stopped": stopped} if stopped else {}),
         "episodes": len(episodes),

@@ -125,9 +125,11 @@ def test_demo_ends_by_itself_and_leaves_its_outputs(tmp_path):
 
 def test_paired_eval_runs_each_scene_with_two_instructions(tmp_path):
     result = _cli("eval", "--task", "pick_color", "--paired", "--episodes", "1", "--seconds", "1.5",
-                  "--model", "tiny", "--output", str(tmp_path))
+                  "--model", "tiny", "--output", str(tmp_path), "--param", "inference_node.latch_key_pose=false")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "eval.json").read_text())
+    # the report says what the graph ran with beyond the defaults
+    assert report["strategy"] == "async" and report["node_params"] == {"inference_node": {"latch_key_pose": False}}
     first, second = report["per_episode"]
     assert first["seed"] == second["seed"] == 100_000 and first["goal"] != second["goal"]
     assert first["goal"] in first["instruction"] and second["goal"] in second["instruction"]
