@@ -62,6 +62,8 @@ def compare(before: dict, after: dict) -> dict:
     if not shared:
         raise CompareError("the two runs share no seed: evaluate both with the same --first-seed")
     report = {"task": before.get("task"), "models": [before.get("model"), after.get("model")],
+              # --param overrides of each run (None: written before eval.json recorded them)
+              "node_params": [before.get("node_params"), after.get("node_params")],
               "scenes": len(shared), "only_in_one_run": len(set(a) ^ set(b)), "outcomes": {}}
     for outcome in OUTCOMES:
         pairs = [(episode_outcome(a[k], outcome), episode_outcome(b[k], outcome)) for k in shared]
@@ -81,7 +83,8 @@ def compare(before: dict, after: dict) -> dict:
 def format_report(report: dict) -> str:
     """The comparison as a small table, one outcome a line."""
     lines = [f"{report['task']}: {report['scenes']} shared scenes ({report['only_in_one_run']} in one run only)",
-             f"  before: {report['models'][0]}", f"  after:  {report['models'][1]}",
+             f"  before: {report['models'][0]} {report['node_params'][0] or ''}",
+             f"  after:  {report['models'][1]} {report['node_params'][1] or ''}",
              f"  {'outcome':<30} {'before':>7} {'after':>7} {'+after':>7} {'+before':>8} {'p':>7}"]
     for name, row in report["outcomes"].items():
         lines.append(f"  {name:<30} {row['before']:>3}/{row['episodes']:<3} {row['after']:>3}/{row['episodes']:<3} "

@@ -30,7 +30,10 @@ def test_mcnemar_exact_matches_the_binomial_tail():
 def test_compare_counts_only_the_seeds_the_runs_disagree_on():
     before = _evaluation("a", [True, True, False, False, True])
     after = _evaluation("b", [True, False, True, True, True])
-    row = compare(before, after)["outcomes"]["success"]
+    after["node_params"] = {"inference_node": {"latch_key_pose": False}}
+    report = compare(before, after)
+    assert report["node_params"] == [None, {"inference_node": {"latch_key_pose": False}}]
+    row = report["outcomes"]["success"]
     assert (row["before"], row["after"], row["episodes"]) == (3, 4, 5)
     assert (row["only_after"], row["only_before"]) == (2, 1)
     assert row["mcnemar_p"] == 1.0
