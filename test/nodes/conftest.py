@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import random
+
 import pytest
 import rclpy
 from node_test_helpers import Spinner
+
+#: DDS domains a node test may take: not 0 (the default a lab's robots talk on), and none whose
+#: ports fall in Linux's ephemeral range (the ROS 2 documentation's 1-101 and 215-232).
+FREE_DOMAINS = [*range(1, 102), *range(215, 233)]
+random.SystemRandom().shuffle(FREE_DOMAINS)
+
+
+@pytest.fixture(autouse=True)
+def dds_domain_of_its_own(monkeypatch):
+    """Each node test talks in a DDS domain no earlier test of the session used; the node
+    processes it starts inherit it (bringup.child_environment copies this environment).
+
+    The fault tests kill node processes with SIGKILL on purpose. A process killed in the middle
+    of a shared-memory send can leave that Fast DDS port of its domain locked, and every later
+    participant of the domain that sends to it blocks inside the middleware, where no Python
+    timeout reaches (a CI run hung in the test after them until its 90 minutes were up). A domain
+    per test keeps what one test breaks out of the next. QWEN_VLA_TEST_DOMAIN_ID pins one domain
+    for every test (to watch a test with `ros2 topic echo`).
+    """
+    if "QWEN_VLA_TEST_DOMAIN_ID" in os.environ:
+        yield int(os.environ["ROS_DOMAIN_ID"])
+        return
+    domain = FREE_DOMAINS.pop(0)
+    FREE_DOMAINS.append(domain)  # reused only after every other one (more tests than domains)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    yield domain
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,9 +46,9 @@ def tiny_policy_cache(tmp_path_factory):
 
 
 @pytest.fixture()
-def ros_context():
+def ros_context(dds_domain_of_its_own):
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=dds_domain_of_its_own)
     yield context
     if context.ok():
         rclpy.shutdown(context=context)
