@@ -403,8 +403,8 @@ class AlohaSim:
         return self._task.max_reward
 
     def reward(self) -> int:
-        """gym-aloha's staged task reward now, 0 .. max_reward."""
-        return self._task.reward(self.contacts(), self.goal)
+        """The staged task reward now, 0 .. max_reward (gym-aloha's for its tasks)."""
+        return self._task.reward(self.contacts(), self.goal, self.object_poses())
 
     def contacts(self) -> set[frozenset[str]]:
         """Geom-name pairs in contact now."""

@@ -130,20 +130,27 @@ def _pick_color_model() -> mujoco.MjModel:
     return spec.compile()
 
 
-def pick_color_reward(contacts: Contacts, goal: str) -> int:
-    """1 a finger touches the named cube, 2 it is lifted and every other cube is on the table."""
+#: A cube counts as moved when it is this far (m) from where it was placed, or as lifted when
+#: its centre is this high, m (cubes are placed 0.05 m up and settle at 0.02 m).
+MOVED_M, LIFTED_Z_M = 0.03, 0.07
+
+
+def pick_color_reward(contacts: Contacts, goal: str, poses: dict[str, np.ndarray]) -> int:
+    """1 a finger touches the named cube; 2 it is lifted -- a finger on it and its centre at
+    least :data:`LIFTED_Z_M` high -- and every other cube is on the table.
+
+    ``poses``: cube body name -> pose now (xyz m first). Lifted is judged by height, not by
+    the lost table contact of gym-aloha's tasks: a finger squeezing a cube at rest breaks its
+    table contact for a step (the scripted expert's first touch on seed 0 did, the cube's
+    centre at 0.0200 m), and that counted as lifted until 2026-12-01.
+    """
     fingers = (LEFT_FINGER_GEOM, RIGHT_FINGER_GEOM)
-    target = cube_geom(goal)
-    touched = _touch_any(contacts, fingers, target)
+    touched = _touch_any(contacts, fingers, cube_geom(goal))
     others_down = all(_touch(contacts, cube_geom(c), "table") for c in CUBE_COLORS if c != goal)
-    lifted = touched and not _touch(contacts, target, "table")
+    lifted = touched and poses[cube_body(goal)][2] >= LIFTED_Z_M
     if lifted and others_down:
         return 2
     return 1 if touched else 0
-
-
-#: A cube counts as moved when it is this far (m) from where it was placed, or this high.
-MOVED_M, LIFTED_Z_M = 0.03, 0.07  # cubes are placed 0.05 m up and settle at 0.02 m
 
 
 def wrong_object(contacts: Contacts, goal: str, poses: dict[str, np.ndarray], placed: dict[str, np.ndarray]) -> bool:
@@ -192,7 +199,7 @@ class AlohaTask:
     Attributes:
         objects: names of the free-joint bodies, in qpos order.
         sample: seed -> (free-joint poses (7 * n_objects,): xyz m, quat wxyz; goal or None).
-        reward: (contacts, goal) -> staged reward 0 .. max_reward.
+        reward: (contacts, goal, object poses) -> staged reward 0 .. max_reward.
         goals: what an instruction may name (language-conditioned tasks); empty otherwise.
     """
 
@@ -200,7 +207,7 @@ class AlohaTask:
     build_model: Callable[[], mujoco.MjModel]
     objects: tuple[str, ...]
     sample: Callable[[int | None], tuple[np.ndarray, str | None]]
-    reward: Callable[[Contacts, str | None], int]
+    reward: Callable[[Contacts, str | None, dict[str, np.ndarray]], int]
     max_reward: int = 4
     goals: tuple[str, ...] = ()
 
@@ -224,11 +231,11 @@ def _gym_aloha_model(file_name: str) -> Callable[[], mujoco.MjModel]:
 TASKS = {
     "transfer_cube": AlohaTask(
         "transfer_cube", _gym_aloha_model("bimanual_viperx_transfer_cube.xml"), ("box",),
-        lambda seed: (sample_box_pose(seed), None), lambda contacts, _: transfer_cube_reward(contacts),
+        lambda seed: (sample_box_pose(seed), None), lambda contacts, _goal, _poses: transfer_cube_reward(contacts),
     ),
     "insertion": AlohaTask(
         "insertion", _gym_aloha_model("bimanual_viperx_insertion.xml"), ("peg", "socket"),
-        lambda seed: (_insertion_poses(seed), None), lambda contacts, _: insertion_reward(contacts),
+        lambda seed: (_insertion_poses(seed), None), lambda contacts, _goal, _poses: insertion_reward(contacts),
     ),
     "pick_color": AlohaTask(
         "pick_color", _pick_color_model, ("box", "box_green", "box_blue"),

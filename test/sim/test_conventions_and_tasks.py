@@ -9,9 +9,13 @@ from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.sim import GripperConversion
 from qwen_vla_ros.sim.aloha_tasks import (
     LEFT_FINGER_GEOM,
+    LIFTED_Z_M,
     RIGHT_FINGER_GEOM,
+    cube_body,
+    cube_geom,
     insertion_reward,
     nearest_approached,
+    pick_color_reward,
     transfer_cube_reward,
 )
 
@@ -67,6 +71,24 @@ def test_insertion_reward_stages():
     assert insertion_reward(pairs(*grasp)) == 2
     assert insertion_reward(pairs(*grasp, ("socket-3", "red_peg"))) == 3
     assert insertion_reward(pairs(("pin", "red_peg"), ("socket-1", "table"))) == 4
+
+
+def test_pick_color_counts_a_lift_by_height_not_by_lost_table_contact():
+    resting_z, held_z = 0.02, LIFTED_Z_M + 0.01  # m, the cube's centre
+    others_down = [(cube_geom(c), "table") for c in ("red", "green")]
+
+    def reward(blue_z, *contacts):
+        poses = {cube_body(c): np.array([0.0, 0.0, z]) for c, z in (("red", resting_z), ("green", resting_z), ("blue", blue_z))}
+        return pick_color_reward(pairs(*contacts), "blue", poses)
+
+    assert reward(resting_z, ("blue_box", "table"), *others_down) == 0
+    assert reward(resting_z, ("blue_box", "table"), ("blue_box", RIGHT_FINGER_GEOM), *others_down) == 1
+    # a squeeze at rest that breaks the table contact for a step is not a lift
+    assert reward(resting_z, ("blue_box", RIGHT_FINGER_GEOM), *others_down) == 1
+    assert reward(held_z, ("blue_box", RIGHT_FINGER_GEOM), *others_down) == 2
+    assert reward(held_z, ("blue_box", LEFT_FINGER_GEOM), *others_down) == 2
+    assert reward(held_z, *others_down) == 0  # flung up, not held
+    assert reward(held_z, ("blue_box", RIGHT_FINGER_GEOM), others_down[0]) == 1  # the green cube is off the table
 
 
 def test_the_approached_object_is_the_nearest_one_within_reach():
