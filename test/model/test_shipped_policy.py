@@ -44,13 +44,12 @@ def test_one_set_of_weights_serves_both_simulated_robots(shipped, embodiment_nam
     assert np.all(np.isfinite(chunk.actions))
 
 
-#: Held-out seeds (>= 100000, never in a demonstration) on which the recipe's phase-2 policy
-#: lifted the named cube in `sim_rollouts` (5 of the first 12 seeds; synchronous chunks, no
-#: ROS: deterministic on one machine); the phase-3 policy shipped now lifts it on 3 of them
-#: with key-pose latching (aloha_rollouts' default; 15 of the first 30 seeds, 11 without it).
-#: Other CPUs round differently and a grasp is a contact-rich event, so
-#: the test asks for one success of these, not all.
-LIFTED_WHEN_SHIPPED = (100003, 100006, 100007, 100010, 100011)
+#: Held-out seeds (>= 100000, never in a demonstration) on which the shipped policy lifted the
+#: named cube (a finger on it, its centre 7 cm high) in `sim_rollouts` with key-pose latching
+#: (aloha_rollouts' default): 3 of the first 60 seeds (synchronous chunks, no ROS:
+#: deterministic on one machine; 2026-12-01). Other CPUs round differently and a grasp is a
+#: contact-rich event, so the test asks for one success of these, not all.
+LIFTED_WHEN_SHIPPED = (100003, 100006, 100016)
 
 
 def test_the_shipped_policy_lifts_the_named_cube_in_closed_loop(shipped):
