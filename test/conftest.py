@@ -58,8 +58,8 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ARG001 - hook signature
     after the timeout fired once. Such a run would otherwise hold CI until its limit and print
     nothing about where it stood (a CI run hung in test_e2e_record_train for 80 minutes).
     """
-    timeout_s = item.config.getoption("timeout", default=None)  # --timeout, else setup.cfg's
-    timeout_s = float(item.config.getini("timeout") if timeout_s is None else timeout_s or 0)
+    asked = item.config.getoption("timeout", default=None)  # --timeout, else setup.cfg's
+    timeout_s = float((item.config.getini("timeout") if asked is None else asked) or 0)
     if timeout_s <= 0:  # no timeout asked for (a debugging session): nothing to enforce
         yield
         return
