@@ -59,7 +59,7 @@ DEMO_TASK = "pick_color"
 #: The demo's scene per task (held-out seeds, >= EVAL_SEED_START). pick_color's is a held-out
 #: seed on which the shipped policy lifted the named cube in both 50-episode evals of
 #: 2026-12-01 (with and without key-pose latching) and in 4 of 7 demo runs, the best of six
-#: seeds tried: the README's main command shows the task done more often than not, and the
+#: seeds tried: the README's main command shows the task done about half the time, and the
 #: README says the scene was chosen and how often it succeeds; `qwen-vla eval`
 #: measures the rate over seeds from EVAL_SEED_START on. Other tasks: the first held-out seed.
 DEMO_SEEDS = {"pick_color": EVAL_SEED_START + 44}

@@ -20,12 +20,13 @@ def dds_domain_of_its_own(monkeypatch):
     """Each node test talks in a DDS domain no earlier test of the session used; the node
     processes it starts inherit it (bringup.child_environment copies this environment).
 
-    The fault tests kill node processes with SIGKILL on purpose. A process killed in the middle
-    of a shared-memory send can leave that Fast DDS port of its domain locked, and every later
-    participant of the domain that sends to it blocks inside the middleware, where no Python
-    timeout reaches (a CI run hung in the test after them until its 90 minutes were up). A domain
-    per test keeps what one test breaks out of the next. QWEN_VLA_TEST_DOMAIN_ID pins one domain
-    for every test (to watch a test with `ros2 topic echo`).
+    The fault tests kill node processes with SIGKILL on purpose, and Fast DDS's shared-memory
+    ports of a domain can be left locked or broken by a participant killed mid-send (upstream
+    issues eProsima/Fast-DDS #5469, #6484): a later sender to them blocks inside the
+    middleware, where no Python timeout reaches. That is the likely, not proven, cause of a CI
+    run that hung in the test after the fault tests until its 90 minutes were up (not
+    reproduced here). A domain per test keeps what one test breaks out of the next.
+    QWEN_VLA_TEST_DOMAIN_ID pins one domain for every test (to watch one with `ros2 topic echo`).
     """
     if "QWEN_VLA_TEST_DOMAIN_ID" in os.environ:
         yield int(os.environ["ROS_DOMAIN_ID"])
