@@ -162,10 +162,12 @@ class ArmPerturbation:
 
 
 def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
-                   perturbation_rad: float = 0.0) -> tuple[EpisodeData, bool]:
+                   perturbation_rad: float = 0.0, takeover: PolicyTakeover | None = None) -> tuple[EpisodeData, bool]:
     from .sim.experts import expert_for
 
     env.reset(seed)
+    if takeover is not None:
+        takeover.drive(env, seed)
     expert = expert_for(task)
     expert.reset(env.sim)
     instruction = instruction_for(task, env.sim.goal, seed)
@@ -193,6 +195,38 @@ def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
         images={c: np.stack(frames) for c, frames in images.items()}, label=f"seed {seed}",
     )
     return episode, solved
+
+
+class PolicyTakeover:
+    """Recovery demonstrations, DAgger-style (Ross et al., 2011): a policy acts first, then the
+    expert takes over from wherever the policy left the robot and finishes the task.
+
+    Each episode the policy (a :class:`~.model.policy.QwenVLAPolicy`, driven as the deployed
+    graph drives it: synchronous chunks, key-pose latching) runs for a number of control steps
+    drawn uniformly from ``steps`` (inclusive range); only the expert's part is recorded, from
+    the state the policy reached. The expert replans from the arms' and objects' poses at that
+    moment, so its first commands continue from the measured state (no jump, unlike DART's
+    clean labels). Successful takeovers teach the last centimetres from the states the
+    policy's own errors lead to, which the expert's demonstrations never visit.
+    """
+
+    def __init__(self, policy, embodiment: Embodiment, steps: tuple[int, int], seed: int = 0) -> None:
+        if not 0 <= steps[0] <= steps[1]:
+            raise ValueError(f"takeover steps must be 0 <= low <= high, got {steps}")
+        self.policy, self.embodiment, self.steps = policy, embodiment, steps
+        self.rng = np.random.default_rng(seed)
+        self.taken_at: list[int] = []  # the policy's steps of each episode (diagnostics)
+
+    def drive(self, env, seed: int) -> None:
+        """Run the policy on ``env`` (just reset on ``seed``) for the drawn number of steps."""
+        from .sim_rollouts import PolicyDriver, new_latch
+
+        steps = int(self.rng.integers(self.steps[0], self.steps[1] + 1))
+        env.instruction = instruction_for(env.sim.task_name, env.sim.goal, seed)
+        driver = PolicyDriver(self.policy, self.embodiment, new_latch(self.embodiment))
+        for step in range(steps):
+            env.step(driver.act(env.observe, seed * 1000 + step))
+        self.taken_at.append(steps)
 
 
 def drive_expert_episode(rig, seed: int, before_step: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
@@ -245,18 +279,21 @@ def collect(
     overwrite: bool = False,
     camera_rate_hz: float = CAMERA_RATE_HZ,
     perturbation_rad: float = 0.0,
+    takeover: PolicyTakeover | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CollectReport:
     """Run the task's expert for ``episodes`` seeds and write the successful episodes.
 
     ``perturbation_rad`` > 0 (ALOHA tasks): execute the expert with smooth arm offsets of that
-    standard deviation and record its clean commands (:class:`ArmPerturbation`)."""
+    standard deviation and record its clean commands (:class:`ArmPerturbation`).
+    ``takeover`` (ALOHA tasks): a policy acts first, the expert finishes; only the expert's
+    part is recorded (:class:`PolicyTakeover`)."""
     if first_seed + episodes > EVAL_SEED_START:
         raise ValueError(f"seeds from {EVAL_SEED_START} on are kept for evaluation; "
                          f"collect uses {first_seed} .. {first_seed + episodes - 1}")
     emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment or TASK_EMBODIMENTS[task])
     report, clock = CollectReport(task), time.perf_counter()
-    run_one, close = _episode_runner(emb, task, camera_rate_hz, perturbation_rad)
+    run_one, close = _episode_runner(emb, task, camera_rate_hz, perturbation_rad, takeover)
     waypoints = tuple(emb.group_slices[g.name] for g in emb.action_groups if g.kind == "base_waypoints")
     try:
         with LeRobotV3Writer(
@@ -265,7 +302,8 @@ def collect(
             overwrite=overwrite, horizon=emb.chunk_horizon, waypoint_slices=waypoints, **COLLECT_VIDEO,
             extra_info={"qwen_vla": {"embodiment": emb.name, "source": f"scripted expert: {task}",
                                      "seeds": [first_seed, first_seed + episodes - 1],
-                                     "perturbation_rad": perturbation_rad}},
+                                     "perturbation_rad": perturbation_rad,
+                                     **({"takeover_steps": list(takeover.steps)} if takeover else {})}},
         ) as writer:
             for seed in range(first_seed, first_seed + episodes):
                 episode, solved = run_one(seed)
@@ -284,13 +322,14 @@ def collect(
     return report
 
 
-def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float, perturbation_rad: float = 0.0):
+def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float, perturbation_rad: float = 0.0,
+                    takeover: PolicyTakeover | None = None):
     kinds = {g.kind for g in emb.action_groups}
     if task == "drive_to_color":
         if kinds != {"base_waypoints"}:
             raise ValueError(f"drive_to_color needs a waypoint base embodiment, {emb.name} is not one")
-        if perturbation_rad:
-            raise ValueError("--perturbation is for the ALOHA tasks (arm joints)")
+        if perturbation_rad or takeover:
+            raise ValueError("--perturbation and --takeover-from are for the ALOHA tasks (arm joints)")
         from .sim.rig import RIG_FRAME_SIZE, SimRig
 
         rig = SimRig(emb, task=task, render_size=RIG_FRAME_SIZE)
@@ -298,7 +337,7 @@ def _episode_runner(emb: Embodiment, task: str, camera_rate_hz: float, perturbat
     from .training.sim_env import AlohaSimEnv
 
     env = AlohaSimEnv(emb, task, instruction="")
-    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz, perturbation_rad)), env.close
+    return (lambda seed: _aloha_episode(env, task, seed, camera_rate_hz, perturbation_rad, takeover)), env.close
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -312,6 +351,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--perturbation", type=float, default=0.0, metavar="RAD",
                         help="ALOHA tasks: run the expert with smooth arm-joint offsets of this standard "
                              "deviation (rad) and record its clean commands (DART); default 0")
+    parser.add_argument("--takeover-from", metavar="MODEL",
+                        help="ALOHA tasks: a policy (checkpoint folder or shipped name, e.g. sim_demo) acts first, then the expert takes "
+                             "over and finishes; only the expert's part is recorded (DAgger-style recovery)")
+    parser.add_argument("--takeover-steps", type=int, nargs=2, default=(50, 200), metavar=("LOW", "HIGH"),
+                        help="--takeover-from: the policy's control steps per episode, drawn uniformly "
+                             "from LOW..HIGH (default 50 200)")
     parser.add_argument("--via-graph", action="store_true",
                         help="record through the ROS graph (sim bridge with its expert teleoperator, "
                              "recorder, convert) instead of running the sim in-process")
@@ -320,8 +365,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.via_graph and args.perturbation:
-        print("[collect] --perturbation runs the expert in-process; it does not combine with --via-graph")
+    if args.via_graph and (args.perturbation or args.takeover_from):
+        print("[collect] --perturbation and --takeover-from run in-process; they do not combine with --via-graph")
         return 2
     if args.via_graph:
         # the graph path is a ROS program: rclpy is imported only when it is chosen
@@ -337,9 +382,18 @@ def run(args) -> int:
             print(f"[collect] FAILED: {exc}")
             return 1
     else:
+        takeover = None
+        if args.takeover_from:
+            from .model.policy import QwenVLAPolicy
+            from .model.shipped import SHIPPED_MODELS, shipped_model_dir
+
+            emb = load_embodiment(args.embodiment or TASK_EMBODIMENTS[args.task])
+            source = shipped_model_dir(args.takeover_from) if args.takeover_from in SHIPPED_MODELS else args.takeover_from
+            policy = QwenVLAPolicy.from_pretrained(source).eval()
+            takeover = PolicyTakeover(policy, emb, tuple(args.takeover_steps), seed=args.first_seed)
         report = collect(args.task, args.out, args.episodes, embodiment=args.embodiment,
                          first_seed=args.first_seed, overwrite=args.overwrite,
-                         perturbation_rad=args.perturbation, progress=print)
+                         perturbation_rad=args.perturbation, takeover=takeover, progress=print)
     print(f"[collect] {report.task}: expert success {report.written}/{report.attempted} "
           f"({100 * report.success_rate:.1f}%), {report.frames} frames written to {args.out} "
           f"in {report.seconds:.0f} s; failed seeds: {report.failed_seeds or 'none'}")

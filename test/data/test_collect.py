@@ -107,3 +107,43 @@ def test_perturbed_demonstrations_visit_other_states_and_record_the_experts_clea
     assert 0.035 < samples[:, arms].std() < 0.065  # the stationary standard deviation, rad
     lag = int(0.4 / embodiment.dt)  # correlated over the time constant (0.4 s): smooth, not jitter
     assert np.corrcoef(samples[:-lag, 0], samples[lag:, 0])[0, 1] > 0.2
+
+
+class _RaisesTheRightShoulder:
+    """A policy double: every chunk moves the right shoulder from where it is, -0.005 rad a
+    step, everything else held (the takeover must start from where this leaves the arm)."""
+
+    def __init__(self):
+        self.chunks = 0
+
+    def predict_chunk(self, observation, embodiment, seed=0, key_pose=None):
+        from qwen_vla_ros.types import ActionChunk
+
+        self.chunks += 1
+        shoulder = embodiment.group_slices["right_arm"].start + 1
+        actions = np.repeat(observation.state[None], embodiment.chunk_horizon, axis=0)
+        actions[:, shoulder] -= 0.005 * np.arange(1, embodiment.chunk_horizon + 1)
+        return ActionChunk(actions=actions, names=list(embodiment.action_names), dt=embodiment.dt)
+
+
+def test_takeover_records_the_expert_finishing_from_where_the_policy_left_the_arm(tmp_path, gl_available):
+    """DAgger-style recovery data: the policy acts first, then the expert replans from the
+    measured state; only the expert's part is written, and it starts without a jump."""
+    from qwen_vla_ros.demonstrations import PolicyTakeover
+
+    embodiment = load_embodiment("aloha_sim")
+    policy = _RaisesTheRightShoulder()
+    takeover = PolicyTakeover(policy, embodiment, steps=(40, 40))
+    report = collect("pick_color", tmp_path / "to", 1, first_seed=10, takeover=takeover)
+    plain = collect("pick_color", tmp_path / "plain", 1, first_seed=10)
+    assert (report.written, plain.written, takeover.taken_at) == (1, 1, [40])
+    assert policy.chunks == 2  # 40 steps of 25-step chunks
+    taken, expert = (LeRobotV3Dataset(tmp_path / name, embodiment) for name in ("to", "plain"))
+    (taken_state, taken_action), (plain_state, _) = taken.episode_rows(0), expert.episode_rows(0)
+    shoulder = embodiment.group_slices["right_arm"].start + 1
+    moved = plain_state[0, shoulder] - taken_state[0, shoulder]
+    assert 0.1 < moved < 0.2, moved  # the policy's 40 steps of -0.005 rad, as far as the arm followed
+    arms = np.r_[embodiment.group_slices["left_arm"], embodiment.group_slices["right_arm"]]
+    jump = np.abs(taken_action[0, arms] - taken_state[0, arms]).max()
+    assert jump < 0.02, jump  # the expert continues from the measured state
+    assert taken[0]["instruction"] == instruction_for("pick_color", task_goal("pick_color", 10), 10)
