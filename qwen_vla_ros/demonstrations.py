@@ -192,9 +192,16 @@ def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
         solved = solved or result.done
     episode = EpisodeData(
         task=instruction, state=np.asarray(states), action=np.asarray(actions),
-        images={c: np.stack(frames) for c, frames in images.items()}, label=f"seed {seed}",
+        images={c: np.stack(frames) for c, frames in images.items()}, label=_episode_label(seed, takeover),
     )
     return episode, solved
+
+
+def _episode_label(seed: int, takeover: PolicyTakeover | None) -> str:
+    """The episode's label in the dataset: its seed, and where the expert took over from a policy."""
+    if takeover is None:
+        return f"seed {seed}"
+    return f"seed {seed}, expert after {takeover.taken_at[-1]} policy steps"
 
 
 class PolicyTakeover:
