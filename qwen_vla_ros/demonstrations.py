@@ -198,7 +198,7 @@ def _aloha_episode(env, task: str, seed: int, camera_rate_hz: float,
 
 
 def _episode_label(seed: int, takeover: PolicyTakeover | None) -> str:
-    """The episode's label in the dataset: its seed, and where the expert took over from a policy."""
+    """How errors about the episode name it: its seed, and where the expert took over from a policy."""
     if takeover is None:
         return f"seed {seed}"
     return f"seed {seed}, expert after {takeover.taken_at[-1]} policy steps"
