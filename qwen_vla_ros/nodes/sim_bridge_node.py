@@ -35,7 +35,10 @@ Choose the task with `ros2 param set /sim_bridge task insertion`, then call ~/re
 With the read-only parameter `expert: true` the bridge is also its own teleoperator
 (:mod:`~qwen_vla_ros.sim.expert_teleop`): it streams the task's scripted expert's commands on
 the command topics, as a leader arm would, for `qwen-vla collect --via-graph`. Run no other
-command source (chunk publisher) alongside it.
+command source (chunk publisher) alongside it. Its commands come back through the command
+subscriptions, and the world waits for them: the next step runs once every command of the
+last tick is applied (lockstep, as simulators driven by a controller in another process do),
+so a loaded machine slows the world, never shifts the demonstration against it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from std_srvs.srv import Trigger
 
 from ..data.images import rgb_to_image_fields
 from ..ros.commands import COMMAND_READERS, CommandPublishers
+from ..ros.dedup import DuplicateFilter
 from ..ros.messages import state_message_class
 from ..ros.qos import (
     ANY_DURABILITY,
@@ -74,6 +78,10 @@ from .common import (
     run_nodes,
     startup_line,
 )
+
+#: Wall seconds the world waits for its expert's commands to come back (lockstep) before it
+#: steps on without them and says so: far above a loopback round trip on a loaded machine.
+EXPERT_COMMAND_TIMEOUT_S = 2.0
 
 
 class SimBridgeNode(Node):
@@ -102,6 +110,10 @@ class SimBridgeNode(Node):
         render_size = (int(self.p["render_height"]), int(self.p["render_width"]))
         self.sim = SimRig(self.embodiment, task=self.p["task"] or None, seed=int(self.p["seed"]), render_size=render_size)
         self._lock = threading.Lock()
+        # lockstep with the expert teleoperator: commands it sent that the subscriptions have
+        # not applied yet; the sim thread waits on this condition (it shares the lock)
+        self._expert_in_flight = 0
+        self._expert_applied = threading.Condition(self._lock)
         self.guard = InputGuard(self)
         self._log = RateLimitedLog(self.get_logger())
         self.teleop = None
@@ -152,8 +164,11 @@ class SimBridgeNode(Node):
         self.wrong_pub = self.create_publisher(Bool, "~/wrong_object", LATCHED)
         self.approached_pub = self.create_publisher(String, "~/approached", LATCHED)
         # The referee of colour tasks: success counts for the object the instruction names.
-        for qos in (LATCHED_READER, ANY_DURABILITY):  # latched and volatile publishers alike
-            self.guard.subscribe(String, "instruction", self._on_instruction, qos, paired=True)
+        # Latched and volatile publishers alike; a latched one's message arrives on both, and is
+        # acted on once (a second expert request would restart the run's lead-in).
+        self._instructions = DuplicateFilter()
+        for index, qos in enumerate((LATCHED_READER, ANY_DURABILITY)):
+            self.guard.subscribe(String, "instruction", self._instruction_callback(index), qos, paired=True)
         for output in self.embodiment.outputs:
             if output.type not in COMMAND_READERS:
                 raise ValueError(
@@ -192,15 +207,23 @@ class SimBridgeNode(Node):
     def _command_callback(self, topic: str, read):
         def callback(msg) -> None:
             values = read(msg)
-            if values is None:
-                return
             with self._lock:
                 try:
-                    self.sim.apply(topic, values)
-                    self.commands_applied += 1
+                    if values is not None:
+                        self.sim.apply(topic, values)
+                        self.commands_applied += 1
                 except ValueError as exc:  # malformed or out of the joint's range: refuse, as a servo would
                     self.commands_rejected += 1
                     self._log(f"refused:{topic}", f"command on {topic} refused by the sim: {exc}")
+                finally:
+                    self._expert_command_back()
+
+        return callback
+
+    def _instruction_callback(self, subscription: int):
+        def callback(msg: String) -> None:
+            if self._instructions.accept(subscription, msg.data):
+                self._on_instruction(msg)
 
         return callback
 
@@ -250,8 +273,30 @@ class SimBridgeNode(Node):
             self._log("reset", "no camera frame of the new scene within 5 s (is the sim thread stuck?)", "error")
 
     def _teleop_reset(self) -> None:
+        """Under the lock. The sim thread must not wait for commands of the old scene while the
+        service (on the executor that would apply them) waits for a frame of the new one."""
         if self.teleop is not None:
             self.teleop.reset()
+            self._expert_in_flight = 0
+            self._expert_applied.notify_all()
+
+    def _expert_command_back(self) -> None:
+        """Under the lock: one command came back through a subscription."""
+        if self._expert_in_flight > 0:
+            self._expert_in_flight -= 1
+            if self._expert_in_flight == 0:
+                self._expert_applied.notify_all()
+
+    def _wait_for_expert_commands(self) -> None:
+        """Lockstep: until the subscriptions applied every command the expert sent this tick."""
+        with self._expert_applied:
+            back = self._expert_applied.wait_for(lambda: self._expert_in_flight == 0 or self._closing.is_set(),
+                                                 timeout=EXPERT_COMMAND_TIMEOUT_S)
+            if not back:
+                self._log("lockstep", f"{self._expert_in_flight} expert command(s) did not come back through "
+                          f"the command subscriptions within {EXPERT_COMMAND_TIMEOUT_S} s; stepping on "
+                          "(is the executor stuck, or another node on the command topics?)", "error")
+                self._expert_in_flight = 0
 
     # -- simulation loop --------------------------------------------------------------------
     def _run(self) -> None:
@@ -265,6 +310,8 @@ class SimBridgeNode(Node):
                 self._step(dt, render=step % frames_every == 0)
             except Exception as exc:  # noqa: BLE001 - the world keeps its clock; the fault is logged
                 self._log("step", f"simulation step failed: {type(exc).__name__}: {exc}", "error")
+            if self.teleop is not None:
+                self._wait_for_expert_commands()
             step += 1
             if rtf > 0:  # pace: never run ahead of wall time * rtf
                 ahead = (step - paced_from) * dt / rtf - (time.perf_counter() - wall_start)
@@ -308,12 +355,14 @@ class SimBridgeNode(Node):
 
     def _send_expert(self, commands: list, stamp) -> None:
         """The expert's commands for the next control period, sent like any controller command."""
+        self._expert_in_flight = len(commands)
         self.expert_commands.publish(commands, stamp)
         outcome = self.teleop.take_finished()
         if outcome is not None:
             self.expert_done_pub.publish(Bool(data=outcome))
             self.get_logger().info(f"expert run of seed {self.sim.episode_seed} finished: "
-                                   f"{'solved' if outcome else 'NOT solved'}")
+                                   f"{'solved' if outcome else 'NOT solved'} ({self.commands_applied} commands "
+                                   f"applied, {self.commands_rejected} refused since start)")
 
     def _odometry(self) -> Odometry:
         odom = self.sim.odometry()
@@ -339,6 +388,8 @@ class SimBridgeNode(Node):
 
     def on_shutdown(self) -> None:
         self._closing.set()
+        with self._expert_applied:
+            self._expert_applied.notify_all()
         self._thread.join(timeout=1.0)  # one step and render at most; the process ends within 3 s
         self.sim.close()
 
