@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from rclpy.executors import SingleThreadedExecutor
 
@@ -15,6 +16,9 @@ class Spinner:
     def __init__(self, context):
         self.executor = SingleThreadedExecutor(context=context)
         self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._idle = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
 
     def add(self, *nodes) -> None:
@@ -27,7 +31,33 @@ class Spinner:
 
     def _spin(self) -> None:
         while not self._stop.is_set():
+            if not self._resume.is_set():
+                self._idle.set()
+                self._resume.wait(timeout=0.1)
+                continue
+            self._idle.clear()
             self.executor.spin_once(timeout_sec=0.02)
+
+    @contextmanager
+    def paused(self):
+        """The spin thread waits outside the executor meanwhile. Destroy nodes in here: a node
+        destroyed while another thread's wait set holds its entities is torn down in that
+        thread, inside the middleware, holding the GIL (a test hung there for minutes)."""
+        self._idle.clear()
+        self._resume.clear()
+        try:
+            if self._thread.is_alive():
+                assert self._idle.wait(timeout=10), "the spin thread did not come out of spin_once"
+            yield
+        finally:
+            self._resume.set()
+
+    def remove_and_destroy(self, *nodes) -> None:
+        """Take ``nodes`` off the executor and destroy them while it is not spinning."""
+        with self.paused():
+            for node in nodes:
+                self.executor.remove_node(node)
+                node.destroy_node()
 
     def close(self) -> None:
         self._stop.set()

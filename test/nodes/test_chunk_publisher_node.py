@@ -81,8 +81,7 @@ def setup(ros_context, spinner):
     spinner.start()
     assert wait_for(lambda: publisher._measured_state() is not None)
     yield publisher, rig, ticks
-    publisher.destroy_node()
-    rig.destroy_node()
+    spinner.remove_and_destroy(publisher, rig)
 
 
 def _wild_chunk(emb, steps: int, rng) -> np.ndarray:

@@ -211,8 +211,7 @@ def test_fuzzed_inputs_kill_no_node_and_command_nothing_unsafe(ros_context, spin
         _follows(watcher, "transfer the cube to the other arm")
         assert graph.exited() == {}
         assert watcher.unsafe == [], watcher.unsafe[:5]
-        watcher.destroy_node()
-        fuzzer.destroy_node()
+        spinner.remove_and_destroy(watcher, fuzzer)
     for log in logs.iterdir():
         assert "Traceback" not in log.read_text(), f"{log.name}: {log.read_text()[-3000:]}"
 
@@ -310,7 +309,7 @@ def test_kill_9_inference_holds_within_the_timeout_restarts_and_resumes(ros_cont
         if process.poll() is None:
             process.kill()
         log.close()
-        watcher.destroy_node()
+        spinner.remove_and_destroy(watcher)
 
 
 def test_sigint_to_a_background_bringup_stops_every_process(ros_context, spinner, tmp_path):
@@ -330,7 +329,7 @@ def test_sigint_to_a_background_bringup_stops_every_process(ros_context, spinner
         if process.poll() is None:
             process.kill()
         log.close()
-        probe.destroy_node()
+        spinner.remove_and_destroy(probe)
 
 
 @pytest.mark.parametrize("verb", ["demo", "eval"])

@@ -69,7 +69,7 @@ def test_aloha_graph_moves_the_sim_within_limits_and_holds_when_inference_dies(r
         tail = np.stack(held.commands)[-15:]  # the last 0.3 s: one constant hold
         assert np.ptp(tail, axis=0).max() < 1e-9
         assert np.all(tail >= emb.position_min) and np.all(tail <= emb.position_max)
-        monitor.destroy_node()
+        spinner.remove_and_destroy(monitor)
 
 
 class BaseWatcher(Node):
@@ -98,8 +98,7 @@ def test_mobile_base_graph_sends_twists_within_limits(ros_context, spinner, tmp_
         assert np.all(np.abs(twists[:, 1]) <= base[2].max_velocity + 1e-6)
         assert wait_for(lambda: np.hypot(*np.subtract(watcher.poses[-1], watcher.poses[0])) > 0.01, timeout_s=30)
         assert monitor.record.tracked_twists, "the monitor records the tracked twists of a waypoint base"
-        watcher.destroy_node()
-        monitor.destroy_node()
+        spinner.remove_and_destroy(watcher, monitor)
 
 
 def _cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:

@@ -58,9 +58,7 @@ def _record_episode(ros_context, spinner, folder, emb) -> str:
     dropped = {t: s["dropped_queue_full"] for t, s in recorder.stats.items() if s["dropped_queue_full"]}
     assert not dropped, f"the recorder dropped messages: {dropped}"
     assert all(s["written"] == s["received"] for s in recorder.stats.values()), recorder.stats
-    for node in (recorder, monitor):  # their latched instruction ("") must not outlive the test
-        spinner.executor.remove_node(node)
-        node.destroy_node()
+    spinner.remove_and_destroy(recorder, monitor)  # their latched instruction ("") must not outlive the test
     return str(recorder.path)
 
 
@@ -131,4 +129,4 @@ def test_record_convert_train_every_stage_resume_and_deploy(ros_context, spinner
         monitor.begin("deploy")
         monitor.instruct("pick up the cube")
         assert wait_for(lambda: len(monitor.record.chunk_times) >= 1, timeout_s=120), graph.exited()
-        monitor.destroy_node()
+        spinner.remove_and_destroy(monitor)

@@ -97,4 +97,4 @@ def test_tiny_model_drives_interbotix_and_ros2_control_topics_within_limits(ros_
             assert np.all(values >= emb.position_min[dims] - 1e-5)
             assert np.all(values <= emb.position_max[dims] + 1e-5)
             assert np.all(np.abs(np.diff(values, axis=0)) <= emb.step_limits[dims] + 1e-5)
-        rig.destroy_node()
+        spinner.remove_and_destroy(rig)

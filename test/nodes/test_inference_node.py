@@ -71,8 +71,7 @@ def graph(ros_context, spinner):
     spinner.start()
     yield inference, feeder
     inference.on_shutdown()
-    for node in (feeder, inference, observation):
-        node.destroy_node()
+    spinner.remove_and_destroy(feeder, inference, observation)
 
 
 def test_instruction_starts_chunks_stop_holds_and_a_new_task_restarts(graph):
