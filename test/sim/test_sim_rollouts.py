@@ -62,3 +62,16 @@ def test_the_ablation_gives_the_decoder_the_experts_key_poses_not_the_heads():
     assert len(policy.key_poses) == 3  # chunks of 25 steps over 60
     for given in policy.key_poses:
         np.testing.assert_allclose(given, grasp)
+
+
+def test_the_key_frame_grasp_closes_on_the_named_cube_before_the_policy_acts():
+    """The expert's key pose executed by KeyFrameGrasp: a finger ends on the named cube, no other
+    cube is touched, and the policy (holding still) is first asked at the close's end."""
+    from qwen_vla_ros.sim_rollouts import KeyFrameGrasp
+
+    policy = _HoldsStill()
+    steps = KeyFrameGrasp.APPROACH_STEPS + KeyFrameGrasp.CLOSE_STEPS + 10
+    [result] = aloha_rollouts(policy, "pick_color", [10], episode_steps=steps, expert_key_poses=True,
+                              key_frame_grasp=True)
+    assert len(policy.key_poses) == 1 and policy.key_poses[0] is None  # one chunk, after the grasp, no latch
+    assert result.best_reward >= 1 and not result.wrong_object
