@@ -125,9 +125,12 @@ class KeyFrameGrasp:
 
     APPROACH_STEPS = 150
     CLOSE_STEPS = 40
-    OPEN = 1.0  # normalised gripper opening, fully open
 
     def __init__(self, embodiment, start: np.ndarray, key_pose: np.ndarray):
+        from .sim.experts import (
+            OPEN,  # the rig's fully open gripper command, as the experts send it
+        )
+
         slices = embodiment.group_slices
         arms = [g.name for g in embodiment.action_groups if g.kind == "joint_position"]
         arm = max(arms, key=lambda name: float(np.abs(key_pose[slices[name]] - start[slices[name]]).sum()))
@@ -136,7 +139,7 @@ class KeyFrameGrasp:
             raise ValueError(f"no gripper group {gripper!r} beside {arm!r} in {embodiment.name}")
         self.close = np.array(key_pose, dtype=np.float64)
         self.approach = self.close.copy()
-        self.approach[slices[gripper]] = self.OPEN
+        self.approach[slices[gripper]] = OPEN
 
     def action(self, step: int) -> np.ndarray | None:
         """The command at control step ``step`` of the episode, or None once the policy acts."""

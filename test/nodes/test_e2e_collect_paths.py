@@ -57,9 +57,11 @@ def gl_available() -> str:
 
 def _both_paths(tmp_path, task: str, seeds: int, first_seed: int):
     direct = collect(task, tmp_path / "direct", seeds, first_seed=first_seed)
-    graph = collect_via_graph(task, tmp_path / "graph", seeds, first_seed=first_seed, progress=print)
+    recordings = tmp_path / "graph-recordings"
+    graph = collect_via_graph(task, tmp_path / "graph", seeds, first_seed=first_seed, recordings=recordings,
+                              progress=print)
     assert (direct.written, direct.failed_seeds) == (seeds, [])
-    log = tmp_path / "graph-recordings" / "logs" / "sim_bridge.log"
+    log = recordings / "logs" / "sim_bridge.log"
     assert (graph.written, graph.failed_seeds) == (seeds, []), (
         "the expert failed through the graph; the sim bridge's log ends:\n"
         + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
