@@ -62,19 +62,21 @@ class PolicyDriver:
 
 def aloha_rollouts(policy, task: str, seeds, *, execute_steps: int = 25, episode_steps: int | None = None,
                    goal: str | None = None, latch_key_pose: bool = True,
-                   expert_key_poses: bool = False, key_frame_grasp: bool = False) -> list[RolloutResult]:
+                   expert_key_poses: bool = False, key_frame_grasp: bool = True) -> list[RolloutResult]:
     """Run ``policy`` on each seed of an ALOHA task; chunks of ``execute_steps`` actions.
 
     ``goal``: score (and instruct) this colour instead of the seed's own (colour tasks).
-    ``latch_key_pose``: act on the episode's first predicted key pose until it is reached
-    (:class:`.control.key_pose_latch.KeyPoseLatch`, as the inference node does by default).
+    ``latch_key_pose``: without ``key_frame_grasp``, act on the episode's first predicted key
+    pose until it is reached (:class:`.control.key_pose_latch.KeyPoseLatch`, as the inference
+    node does with ``key_frame_grasp`` off).
     ``expert_key_poses``: an ablation -- the latch is given the scripted expert's key poses of
     the seed (its grasp, then its last pose) instead of the head's predictions, so the failures
     left are the decoder's, not the key-pose head's.
-    ``key_frame_grasp``: an ablation -- the grasp is executed, not decoded
-    (:class:`KeyFrameGrasp`); the policy acts from the close on. With ``expert_key_poses``
-    the key pose is the expert's.
+    ``key_frame_grasp``: the grasp is executed, not decoded
+    (:class:`.control.key_frame_grasp.KeyFrameGrasp`, as the inference node does by default);
+    the policy acts from the close on. With ``expert_key_poses`` the key pose is the expert's.
     """
+    from .control.key_frame_grasp import KeyFrameGrasp
     from .sim.experts import expert_for
     from .training.sim_env import AlohaSimEnv
 
@@ -111,43 +113,6 @@ def aloha_rollouts(policy, task: str, seeds, *, execute_steps: int = 25, episode
     finally:
         env.close()
     return results
-
-
-class KeyFrameGrasp:
-    """The grasp as key-frame policies execute it (the model says where, a controller moves):
-    the arm goes straight (in joint space, under the rig's rate limits) to the key pose with
-    its gripper open for ``APPROACH_STEPS``, then the key pose's closed gripper is commanded
-    for ``CLOSE_STEPS``; after that :meth:`action` returns None and the policy acts (the lift).
-
-    ``start``: the episode's start state; ``key_pose``: the grasp (rig units, (action_dim,)).
-    The grasping arm is the one the key pose moves furthest from ``start``.
-    """
-
-    APPROACH_STEPS = 150
-    CLOSE_STEPS = 40
-
-    def __init__(self, embodiment, start: np.ndarray, key_pose: np.ndarray):
-        from .sim.experts import (
-            OPEN,  # the rig's fully open gripper command, as the experts send it
-        )
-
-        slices = embodiment.group_slices
-        arms = [g.name for g in embodiment.action_groups if g.kind == "joint_position"]
-        arm = max(arms, key=lambda name: float(np.abs(key_pose[slices[name]] - start[slices[name]]).sum()))
-        gripper = arm.replace("_arm", "_gripper")
-        if gripper not in slices:
-            raise ValueError(f"no gripper group {gripper!r} beside {arm!r} in {embodiment.name}")
-        self.close = np.array(key_pose, dtype=np.float64)
-        self.approach = self.close.copy()
-        self.approach[slices[gripper]] = OPEN
-
-    def action(self, step: int) -> np.ndarray | None:
-        """The command at control step ``step`` of the episode, or None once the policy acts."""
-        if step < self.APPROACH_STEPS:
-            return self.approach
-        if step < self.APPROACH_STEPS + self.CLOSE_STEPS:
-            return self.close
-        return None
 
 
 def new_latch(embodiment, enabled: bool = True):

@@ -15,6 +15,11 @@ Topics and services (relative names resolve in the node's namespace):
 A new instruction starts a new task; an empty instruction (or ~/stop) stops.
 With ``latch_key_pose`` (default) the decoder acts on the task's first predicted key pose
 until the robot reaches it (control/key_pose_latch.py); a new task or ~/reset starts afresh.
+With ``key_frame_grasp`` (default) the grasp is executed, not decoded: the key pose predicted
+from the task's first view is planned into a trajectory (control/key_frame_grasp.py: approach
+with open grippers, close) published as ordinary chunks; then the decoder acts (the lift).
+Robots without an arm and gripper (a mobile base) and policies without a key-pose head (tiny)
+decode every chunk instead.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..control.inference_trigger import InferenceTrigger, TriggerDecision, chunk_play_end
+from ..control.key_frame_grasp import (
+    KeyFrameGrasp,
+    KeyFrameGraspUnavailable,
+    supports_key_frame_grasp,
+)
 from ..control.key_pose_latch import REACH_TOLERANCE, KeyPoseLatch
 from ..control.scheduler import step_index
 from ..embodiment import Embodiment
@@ -87,6 +97,9 @@ class InferenceNode(Node):
                 # act on the task's first key pose until it is reached (control/key_pose_latch.py)
                 "latch_key_pose": True,
                 "key_pose_reach_tolerance": REACH_TOLERANCE,  # rad
+                # execute the task's first key pose as a planned grasp (control/key_frame_grasp.py);
+                # takes effect from the next task; policies without a key-pose head decode it
+                "key_frame_grasp": True,
             },
             apply=self._apply,
         )
@@ -95,6 +108,8 @@ class InferenceNode(Node):
         self.latch = KeyPoseLatch(self.embodiment, float(self.p["key_pose_reach_tolerance"]))
         if self.p["latch_key_pose"] and self.policy.fast is not None:
             self.get_logger().warning("latch_key_pose has no effect on the fast path (compile): it has no key-pose input")
+        if self.p["key_frame_grasp"] and not supports_key_frame_grasp(self.embodiment):
+            self.get_logger().info(f"key_frame_grasp has no effect on {self.embodiment.name}: no arm with a gripper")
         self.trigger = InferenceTrigger(
             strategy=self.p["strategy"], dt=self.embodiment.dt, replan_threshold=self.p["replan_threshold"]
         )
@@ -114,6 +129,11 @@ class InferenceNode(Node):
         self._task = 0  # bumped by every start and stop: a chunk computed for an older task is dropped
         self._last_chunk: ActionChunk | None = None
         self._chunk_id = 0
+        self._grasp_mode = False  # this task executes its grasp (key_frame_grasp when it began)
+        self._grasp_pending = False  # ... and has not planned it yet
+        self._grasp: KeyFrameGrasp | None = None  # the task's planned grasp while it plays
+        self._grasp_start = 0.0  # s (node clock): when the grasp's first command applies
+        self.last_grasp: KeyFrameGrasp | None = None  # the latest planned grasp (diagnostics, tests)
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
@@ -135,6 +155,7 @@ class InferenceNode(Node):
             "autostart": lambda v: isinstance(v, bool),
             "latch_key_pose": lambda v: isinstance(v, bool),
             "key_pose_reach_tolerance": lambda v: isinstance(v, float) and v > 0,
+            "key_frame_grasp": lambda v: isinstance(v, bool),
         }
         expected = {
             "num_inference_steps": "an integer in [1, 1000]",
@@ -145,6 +166,7 @@ class InferenceNode(Node):
             "autostart": "true or false",
             "latch_key_pose": "true or false",
             "key_pose_reach_tolerance": "a positive float, rad",
+            "key_frame_grasp": "true or false",
         }
         for name, value in changes.items():
             if not checks[name](value):
@@ -186,6 +208,10 @@ class InferenceNode(Node):
     def _begin_task(self) -> None:
         self._last_chunk = None  # a new task never continues the old task's chunk
         self.latch.reset()  # nor its plan
+        self._grasp = None
+        self._grasp_mode = (bool(self.p["key_frame_grasp"]) and supports_key_frame_grasp(self.embodiment)
+                            and getattr(self.policy.decoder, "key_pose", None) is not None)
+        self._grasp_pending = self._grasp_mode
         self._task += 1
         self._active = True
         self._wake.set()
@@ -195,6 +221,7 @@ class InferenceNode(Node):
         self._active = False
         self._last_chunk = None
         self.latch.reset()
+        self._grasp, self._grasp_mode, self._grasp_pending = None, False, False
         stop = JointTrajectory(joint_names=self.embodiment.action_names)
         stop.header.stamp = to_time(self.now_s())
         self.chunk_pub.publish(stop)
@@ -277,26 +304,70 @@ class InferenceNode(Node):
     def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
         task, started = self._task, time.perf_counter()
         prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
-        latching = self.p["latch_key_pose"] and self.policy.fast is None  # the fast path has no key-pose input
-        chunk = self.policy.predict_chunk(
-            observation,
-            self.embodiment,
-            seed=int(self.p["seed"]) + self._chunk_id,
-            num_steps=int(self.p["num_inference_steps"]),
-            prefix=prefix,
-            key_pose=self.latch.key_pose_for(observation.state) if latching else None,
-        )
+        chunk = self._grasp_chunk(start_time) if self._grasp is not None else None
+        computed = chunk is None  # the model runs (not a chunk of the planned grasp)
+        # the fast path has no key-pose input; an executed grasp leaves the decoder nothing to latch
+        latching = self.p["latch_key_pose"] and self.policy.fast is None and not self._grasp_mode
+        if computed:
+            chunk = self.policy.predict_chunk(
+                observation,
+                self.embodiment,
+                seed=int(self.p["seed"]) + self._chunk_id,
+                num_steps=int(self.p["num_inference_steps"]),
+                prefix=prefix,
+                key_pose=self.latch.key_pose_for(observation.state) if latching else None,
+            )
+            chunk.start_time = start_time
         if not self._active or task != self._task:  # stopped or restarted while computing
             return
+        if self._grasp_pending:  # the task's first chunk: its key pose is the grasp
+            self._grasp_pending = False
+            chunk = self._plan_grasp(observation, chunk)
         if latching:
             self.latch.offer(chunk.key_pose)
         self._chunk_id += 1
-        chunk.start_time, chunk.chunk_id = start_time, self._chunk_id
+        chunk.chunk_id = self._chunk_id
         chunk.timings["total"] = time.perf_counter() - started
-        self._latencies.append(self.now_s() - observed_at)
         self._last_chunk = chunk
         self.chunk_pub.publish(chunk_to_msg(chunk))
-        self._publish_timings(chunk)
+        if computed:  # a planned chunk costs nothing: its figures would hide the model's latency
+            self._latencies.append(self.now_s() - observed_at)
+            self._publish_timings(chunk)
+
+    def _plan_grasp(self, observation, predicted: ActionChunk) -> ActionChunk:
+        """The task's first chunk: the grasp planned on the key pose ``predicted`` carries,
+        starting now; ``predicted`` itself where no grasp can be planned."""
+        try:
+            if predicted.key_pose is None or observation.state is None:
+                raise KeyFrameGraspUnavailable("the policy predicts no key pose, or the state is unknown")
+            self._grasp = KeyFrameGrasp(self.embodiment, observation.state, predicted.key_pose)
+        except KeyFrameGraspUnavailable as exc:
+            self.get_logger().warning(f"key_frame_grasp: no grasp planned ({exc}): the decoder acts")
+            return predicted
+        self._grasp_start = self.now_s()  # the robot held still while the key pose was predicted
+        self.last_grasp = self._grasp
+        self.get_logger().info(
+            f"key-frame grasp planned: {self._grasp.total_steps} steps "
+            f"({self._grasp.total_steps * self.embodiment.dt:.1f} s), then the policy acts")
+        first = self._grasp_chunk(self._grasp_start)
+        first.timings = predicted.timings  # the model ran for it
+        return first
+
+    def _grasp_chunk(self, start_time: float) -> ActionChunk | None:
+        """The planned grasp's commands from ``start_time`` (s) on, or None once it is done."""
+        step = int(round((start_time - self._grasp_start) / self.embodiment.dt))
+        if self._grasp.done(step):
+            self._grasp = None
+            self.get_logger().info("key-frame grasp done: the policy acts")
+            return None
+        return ActionChunk(
+            actions=self._grasp.actions(step, self.embodiment.chunk_horizon),
+            names=list(self.embodiment.action_names),
+            dt=self.embodiment.dt,
+            start_time=self._grasp_start + step * self.embodiment.dt,
+            embodiment=self.embodiment.name,
+            key_pose=self._grasp.key_pose.copy(),
+        )
 
     def _publish_timings(self, chunk: ActionChunk) -> None:
         status = DiagnosticStatus(

@@ -45,11 +45,12 @@ def test_one_set_of_weights_serves_both_simulated_robots(shipped, embodiment_nam
 
 
 #: Held-out seeds (>= 100000, never in a demonstration) on which the shipped policy lifted the
-#: named cube (a finger on it, its centre 7 cm high) in `sim_rollouts` with key-pose latching
-#: (aloha_rollouts' default): 3 of the first 60 seeds (synchronous chunks, no ROS:
-#: deterministic on one machine; 2026-12-01). Other CPUs round differently and a grasp is a
-#: contact-rich event, so the test asks for one success of these, not all.
-LIFTED_WHEN_SHIPPED = (100003, 100006, 100016)
+#: named cube (a finger on it, its centre 7 cm high) both in `sim_rollouts` with the key-frame
+#: grasp (aloha_rollouts' default, as the inference node's; 27 of the first 60 seeds lifted,
+#: deterministic on one machine) and through the ROS graph (`qwen-vla eval`, 22/50), 2026-12-02.
+#: Other CPUs round differently and a grasp is a contact-rich event (in the graph 13 of the 21
+#: in-process successes among the first 50 seeds lifted again), so the test asks for 2 of 8.
+LIFTED_WHEN_SHIPPED = (100007, 100010, 100013, 100014, 100016, 100021, 100023, 100028)
 
 
 def test_the_shipped_policy_lifts_the_named_cube_in_closed_loop(shipped):
@@ -60,6 +61,7 @@ def test_the_shipped_policy_lifts_the_named_cube_in_closed_loop(shipped):
 
     policy = QwenVLAPolicy.from_pretrained(shipped).eval()
     results = aloha_rollouts(policy, "pick_color", LIFTED_WHEN_SHIPPED)
-    assert any(r.success and not r.wrong_object for r in results), [
+    assert not any(r.wrong_object for r in results)
+    assert sum(r.success for r in results) >= 2, [
         (r.seed, r.instruction, r.best_reward) for r in results
     ]

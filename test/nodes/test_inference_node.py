@@ -81,6 +81,7 @@ def test_instruction_starts_chunks_stop_holds_and_a_new_task_restarts(graph):
     assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 2, timeout_s=60)
     chunk = msg_to_chunk(next(c for c in feeder.chunks if c.points), emb.action_names, emb.dt)
     assert chunk.actions.shape == (emb.chunk_horizon, emb.action_dim)
+    assert inference.last_grasp is None  # tiny has no key-pose head: no grasp is planned for it
     assert chunk.dt == pytest.approx(emb.dt)
 
     assert feeder.call("stop").success
@@ -136,6 +137,8 @@ def _headed_tiny_policy(embodiment):
 def test_a_task_latches_its_first_key_pose_and_a_stop_forgets_it(graph):
     inference, feeder = graph
     inference.policy = _headed_tiny_policy(inference.embodiment)
+    # latching is what the decoder does when the grasp is not executed for it
+    assert inference.set_parameters([Parameter("key_frame_grasp", value=False)])[0].successful
     feeder.instruction.publish(String(data="pick up the cube"))
     assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 3, timeout_s=60)
     # the arms stay at home in this test, far from the random head's key pose: never reached
@@ -150,3 +153,33 @@ def test_a_task_latches_its_first_key_pose_and_a_stop_forgets_it(graph):
     assert feeder.call("start").success
     assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks[count:]) >= 2, timeout_s=60)
     assert inference.latch.latched == 0  # off: every chunk acts on its own prediction
+
+
+def test_key_frame_grasp_plays_the_planned_grasp_then_the_policy_acts(graph):
+    """The first key pose executed as a plan (control/key_frame_grasp.py): chunks on one grid whose
+    actions are the plan's, starting from the measured state; then the decoder's chunks, unlatched."""
+    inference, feeder = graph
+    emb = inference.embodiment
+    inference.policy = _headed_tiny_policy(emb)  # tiny has no key-pose head: it decodes the grasp
+    feeder.instruction.publish(String(data="pick up the cube"))
+
+    def chunks():
+        return [msg_to_chunk(c, emb.action_names, emb.dt) for c in feeder.chunks if c.points]
+
+    def policy_acts() -> bool:
+        grasp = inference.last_grasp
+        end = inference._grasp_start + grasp.total_steps * emb.dt if grasp is not None else np.inf
+        return any(c.start_time >= end - 1e-6 for c in chunks())
+
+    assert wait_for(policy_acts, timeout_s=90)
+    grasp, start = inference.last_grasp, inference._grasp_start
+    planned = [c for c in chunks() if c.start_time < start + grasp.total_steps * emb.dt - 1e-6]
+    assert len(planned) >= 2 and planned[0].start_time == pytest.approx(start, abs=1e-6)
+    for chunk in planned:
+        step = round((chunk.start_time - start) / emb.dt)
+        np.testing.assert_allclose(chunk.actions, grasp.actions(step, emb.chunk_horizon), atol=1e-5)
+    measured = inference.observation.assembler.assemble(inference.now_s()).state
+    assert np.all(np.abs(planned[0].actions[0] - measured) <= emb.step_limits + 1e-6)
+    assert inference.latch.latched == 0  # the executed grasp leaves the decoder nothing to latch
+    refused = inference.set_parameters([Parameter("key_frame_grasp", value="yes")])[0]
+    assert not refused.successful

@@ -51,7 +51,7 @@ def test_the_ablation_gives_the_decoder_the_experts_key_poses_not_the_heads():
     from qwen_vla_ros.training.sim_env import AlohaSimEnv
 
     policy = _HoldsStill()
-    aloha_rollouts(policy, "pick_color", [10], episode_steps=60, expert_key_poses=True)
+    aloha_rollouts(policy, "pick_color", [10], episode_steps=60, expert_key_poses=True, key_frame_grasp=False)
     env = AlohaSimEnv(load_embodiment("aloha_sim"), "pick_color", "", render_size=(48, 64))
     try:
         env.reset(10)
@@ -67,10 +67,10 @@ def test_the_ablation_gives_the_decoder_the_experts_key_poses_not_the_heads():
 def test_the_key_frame_grasp_closes_on_the_named_cube_before_the_policy_acts():
     """The expert's key pose executed by KeyFrameGrasp: a finger ends on the named cube, no other
     cube is touched, and the policy (holding still) is first asked at the close's end."""
-    from qwen_vla_ros.sim_rollouts import KeyFrameGrasp
+    from qwen_vla_ros.control.key_frame_grasp import APPROACH_STEPS, CLOSE_STEPS
 
     policy = _HoldsStill()
-    steps = KeyFrameGrasp.APPROACH_STEPS + KeyFrameGrasp.CLOSE_STEPS + 10
+    steps = APPROACH_STEPS + CLOSE_STEPS + 10
     [result] = aloha_rollouts(policy, "pick_color", [10], episode_steps=steps, expert_key_poses=True,
                               key_frame_grasp=True)
     assert len(policy.key_poses) == 1 and policy.key_poses[0] is None  # one chunk, after the grasp, no latch
