@@ -37,6 +37,10 @@ class EpisodeMonitor(Node):
         self.record = EpisodeRecord(embodiment.name, "")
         self._current = embodiment.home_position.copy()
         self._recording = False
+        # the chunk publisher counts clipped ticks over its whole life: an episode's are the
+        # difference from the count when the episode began
+        self._clipped_seen = 0
+        self._clipped_at_start = 0
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.reset_client = self.create_client(Trigger, "sim_bridge/reset")
         self.restart_client = self.create_client(Trigger, "sim_bridge/restart")
@@ -89,6 +93,8 @@ class EpisodeMonitor(Node):
             start_state = self.record.start_state
             if start_state is None and self.record.states:
                 start_state = self.record.states[0]
+        else:
+            self._clipped_at_start = self._clipped_seen
         self.record = EpisodeRecord(self.embodiment.name, instruction, start_time=self.now_s(),
                                     start_state=start_state)
         self._recording = True
@@ -160,14 +166,14 @@ class EpisodeMonitor(Node):
             self.record.chunk_times.append(self.now_s())
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if not self._recording:
-            return
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            if status.name.endswith(": inference") and "total_ms" in values:
-                self.record.inference_ms.append(float(values["total_ms"]))
             if status.name.endswith(": control") and "clipped_ticks" in values:
-                self.record.clipped_commands = int(values["clipped_ticks"])
+                self._clipped_seen = int(values["clipped_ticks"])
+                if self._recording:
+                    self.record.clipped_commands = self._clipped_seen - self._clipped_at_start
+            if self._recording and status.name.endswith(": inference") and "total_ms" in values:
+                self.record.inference_ms.append(float(values["total_ms"]))
 
     def _on_success(self, msg: Bool) -> None:
         if self._recording:
