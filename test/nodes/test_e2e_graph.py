@@ -118,6 +118,8 @@ def test_demo_ends_by_itself_and_leaves_its_outputs(tmp_path):
     assert summary["seed"] == DEMO_SEEDS["pick_color"] >= 100_000  # a held-out scene
     assert summary["instruction"].startswith(("pick", "lift", "grab"))
     assert summary["inference_latency_ms"]["n"] >= 1
+    # the shipped policy's grasp is executed on its first key pose (the node's default)
+    assert "key-frame grasp planned" in (tmp_path / "logs" / "inference_node.log").read_text()
     for picture in ("cameras.png", "commands_vs_measured.png", "cameras.mp4"):
         assert (tmp_path / picture).stat().st_size > 10_000
 
