@@ -359,8 +359,9 @@ def read_recording(
     try:
         with open(path, "rb") as stream:
             reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+            # [start_ns, end_ns): starting_at is inclusive, ending_before exclusive (mcap >= 1.6)
             messages = reader.iter_decoded_messages(
-                topics=wanted, start_time=start_ns, end_time=end_ns
+                topics=wanted, starting_at=start_ns, ending_before=end_ns
             )
             for schema, channel, message, decoded in messages:
                 entry = raw.setdefault(
