@@ -2,7 +2,7 @@
 
 The demo policy's key-pose head finds the grasp from the episode's first view (the grasping
 arm's tool centre point 1.4 cm from the expert's, median, held-out pick_color scenes), but its
-decoder does not follow that pose closely enough to close the fingers on a 2 cm cube (it
+decoder does not follow that pose closely enough to close the fingers on a 4 cm cube (it
 reaches every arm joint within 0.05 rad in 4 of 60 episodes). Key-frame policies execute the
 key pose with a controller instead; :class:`KeyFrameGrasp` is that controller's plan:
 
@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..embodiment import Embodiment
+from ..embodiment.schema import GRIPPER_OPEN
 
-#: The normalised gripper command for fully open (rig units; 0 = closed), as the experts send it.
-GRIPPER_OPEN = 1.0
 #: Control periods of the approach (at 50 Hz 3 s: the widest pick_color approach arrives well within).
 APPROACH_STEPS = 150
 #: Control periods of the close (0.8 s at 50 Hz: the fingers settle on the cube).
@@ -79,7 +78,6 @@ class KeyFrameGrasp:
                 previous = previous + np.clip(target - previous, -per_step, per_step)
                 commands.append(previous)
         self.trajectory = np.array(commands)
-        self.approach_steps = approach_steps
 
     @property
     def total_steps(self) -> int:

@@ -96,6 +96,10 @@ class StateRef(_Strict):
     joint: str = Field(description="JointState name, or 'linear_x' / 'angular_z' for Odometry")
 
 
+#: The normalised gripper action (rig units of every gripper group): fully closed, fully open.
+GRIPPER_CLOSED, GRIPPER_OPEN = 0.0, 1.0
+
+
 class GripperCalibration(_Strict):
     """Maps the normalised gripper action (0 closed, 1 open) to and from the rig.
 

@@ -132,8 +132,10 @@ class InferenceNode(Node):
         self._grasp_mode = False  # this task executes its grasp (key_frame_grasp when it began)
         self._grasp_pending = False  # ... and has not planned it yet
         self._grasp: KeyFrameGrasp | None = None  # the task's planned grasp while it plays
-        self._grasp_start = 0.0  # s (node clock): when the grasp's first command applies
-        self.last_grasp: KeyFrameGrasp | None = None  # the latest planned grasp (diagnostics, tests)
+        # the latest planned grasp (kept after it played: diagnostics, tests) and when its first
+        # command applies, s (node clock)
+        self.last_grasp: KeyFrameGrasp | None = None
+        self.grasp_start_s = 0.0
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
@@ -344,18 +346,18 @@ class InferenceNode(Node):
         except KeyFrameGraspUnavailable as exc:
             self.get_logger().warning(f"key_frame_grasp: no grasp planned ({exc}): the decoder acts")
             return predicted
-        self._grasp_start = self.now_s()  # the robot held still while the key pose was predicted
+        self.grasp_start_s = self.now_s()  # the robot held still while the key pose was predicted
         self.last_grasp = self._grasp
         self.get_logger().info(
             f"key-frame grasp planned: {self._grasp.total_steps} steps "
             f"({self._grasp.total_steps * self.embodiment.dt:.1f} s), then the policy acts")
-        first = self._grasp_chunk(self._grasp_start)
+        first = self._grasp_chunk(self.grasp_start_s)
         first.timings = predicted.timings  # the model ran for it
         return first
 
     def _grasp_chunk(self, start_time: float) -> ActionChunk | None:
         """The planned grasp's commands from ``start_time`` (s) on, or None once it is done."""
-        step = int(round((start_time - self._grasp_start) / self.embodiment.dt))
+        step = int(round((start_time - self.grasp_start_s) / self.embodiment.dt))
         if self._grasp.done(step):
             self._grasp = None
             self.get_logger().info("key-frame grasp done: the policy acts")
@@ -364,7 +366,7 @@ class InferenceNode(Node):
             actions=self._grasp.actions(step, self.embodiment.chunk_horizon),
             names=list(self.embodiment.action_names),
             dt=self.embodiment.dt,
-            start_time=self._grasp_start + step * self.embodiment.dt,
+            start_time=self.grasp_start_s + step * self.embodiment.dt,
             embodiment=self.embodiment.name,
             key_pose=self._grasp.key_pose.copy(),
         )

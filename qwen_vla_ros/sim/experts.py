@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..embodiment.schema import GRIPPER_CLOSED, GRIPPER_OPEN
 from .aloha_conventions import SIDES
 from .aloha_tasks import cube_body
 from .arm_ik import ArmIK, axis_angle_quat, normalized
@@ -30,7 +31,7 @@ ACTION_NAMES = tuple(
                           ("gripper", ("gripper",)))
     for joint in joints
 )
-OPEN, CLOSED = 1.0, 0.0
+OPEN, CLOSED = GRIPPER_OPEN, GRIPPER_CLOSED
 #: TCP orientations (w, x, y, z): grippers pitched down 60 degrees toward the table.
 PICK_RIGHT = axis_angle_quat([0, 1, 0], -60)
 PICK_LEFT = axis_angle_quat([0, 1, 0], 60)

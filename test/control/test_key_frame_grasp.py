@@ -8,13 +8,13 @@ import pytest
 from qwen_vla_ros.control.key_frame_grasp import (
     APPROACH_STEPS,
     CLOSE_STEPS,
-    GRIPPER_OPEN,
     KeyFrameGrasp,
     KeyFrameGraspUnavailable,
     supports_key_frame_grasp,
 )
 from qwen_vla_ros.control.safety import SafetyLimiter
 from qwen_vla_ros.embodiment import load_embodiment
+from qwen_vla_ros.embodiment.schema import GRIPPER_OPEN
 from qwen_vla_ros.types import ActionChunk
 
 

@@ -168,11 +168,11 @@ def test_key_frame_grasp_plays_the_planned_grasp_then_the_policy_acts(graph):
 
     def policy_acts() -> bool:
         grasp = inference.last_grasp
-        end = inference._grasp_start + grasp.total_steps * emb.dt if grasp is not None else np.inf
+        end = inference.grasp_start_s + grasp.total_steps * emb.dt if grasp is not None else np.inf
         return any(c.start_time >= end - 1e-6 for c in chunks())
 
     assert wait_for(policy_acts, timeout_s=90)
-    grasp, start = inference.last_grasp, inference._grasp_start
+    grasp, start = inference.last_grasp, inference.grasp_start_s
     planned = [c for c in chunks() if c.start_time < start + grasp.total_steps * emb.dt - 1e-6]
     assert len(planned) >= 2 and planned[0].start_time == pytest.approx(start, abs=1e-6)
     for chunk in planned:
