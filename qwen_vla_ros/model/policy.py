@@ -176,6 +176,11 @@ class QwenVLAPolicy(nn.Module):
     def max_action_dim(self) -> int:
         return self.config.decoder.max_action_dim
 
+    @property
+    def predicts_key_poses(self) -> bool:
+        """Whether the decoder has a key-pose head (every chunk then carries ``key_pose``)."""
+        return self.decoder.key_pose is not None
+
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze the backbone (decoder-only training) or let gradients reach it."""
         self.config = dataclasses.replace(self.config, freeze_backbone=frozen)

@@ -13,13 +13,13 @@ Topics and services (relative names resolve in the node's namespace):
     /diagnostics       diagnostic_msgs/DiagnosticArray  out: timings per chunk, waiting state
     ~/start ~/stop ~/reset   std_srvs/Trigger
 A new instruction starts a new task; an empty instruction (or ~/stop) stops.
-With ``latch_key_pose`` (default) the decoder acts on the task's first predicted key pose
-until the robot reaches it (control/key_pose_latch.py); a new task or ~/reset starts afresh.
-With ``key_frame_grasp`` (default) the grasp is executed, not decoded: the key pose predicted
-from the task's first view is planned into a trajectory (control/key_frame_grasp.py: approach
-with open grippers, close) published as ordinary chunks; then the decoder acts (the lift).
-Robots without an arm and gripper (a mobile base) and policies without a key-pose head (tiny)
-decode every chunk instead.
+For a policy with a key-pose head, ``key_frame_grasp`` (default) executes the grasp instead
+of decoding it: the key pose predicted from the task's first view is planned into a trajectory
+(control/key_frame_grasp.py: approach with open grippers, close) published as ordinary chunks;
+then the decoder acts (the lift). Where it is off (or the arms have no gripper),
+``latch_key_pose`` (default) lets the decoder act on the task's first predicted key pose until
+the robot reaches it (control/key_pose_latch.py). A waypoint base (mobile_base) does neither.
+A new task or ~/reset starts afresh. Policies without a key-pose head (tiny) decode every chunk.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class InferenceNode(Node):
         self.latch.reset()  # nor its plan
         self._grasp = None
         self._grasp_mode = (bool(self.p["key_frame_grasp"]) and supports_key_frame_grasp(self.embodiment)
-                            and getattr(self.policy.decoder, "key_pose", None) is not None)
+                            and self.policy.predicts_key_poses)
         self._grasp_pending = self._grasp_mode
         self._task += 1
         self._active = True
@@ -306,7 +306,11 @@ class InferenceNode(Node):
     def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
         task, started = self._task, time.perf_counter()
         prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
-        chunk = self._grasp_chunk(start_time) if self._grasp is not None else None
+        grasp = self._grasp  # read once: a stop or a new task (callbacks) may clear it meanwhile
+        chunk = self._grasp_chunk(grasp, start_time) if grasp is not None else None
+        if grasp is not None and chunk is None:
+            self._grasp = None  # played out
+            self.get_logger().info("key-frame grasp done: the policy acts")
         computed = chunk is None  # the model runs (not a chunk of the planned grasp)
         # the fast path has no key-pose input; an executed grasp leaves the decoder nothing to latch
         latching = self.p["latch_key_pose"] and self.policy.fast is None and not self._grasp_mode
@@ -351,24 +355,22 @@ class InferenceNode(Node):
         self.get_logger().info(
             f"key-frame grasp planned: {self._grasp.total_steps} steps "
             f"({self._grasp.total_steps * self.embodiment.dt:.1f} s), then the policy acts")
-        first = self._grasp_chunk(self.grasp_start_s)
+        first = self._grasp_chunk(self._grasp, self.grasp_start_s)
         first.timings = predicted.timings  # the model ran for it
         return first
 
-    def _grasp_chunk(self, start_time: float) -> ActionChunk | None:
-        """The planned grasp's commands from ``start_time`` (s) on, or None once it is done."""
+    def _grasp_chunk(self, grasp: KeyFrameGrasp, start_time: float) -> ActionChunk | None:
+        """``grasp``'s commands from ``start_time`` (s) on, or None once it has played out."""
         step = int(round((start_time - self.grasp_start_s) / self.embodiment.dt))
-        if self._grasp.done(step):
-            self._grasp = None
-            self.get_logger().info("key-frame grasp done: the policy acts")
+        if grasp.done(step):
             return None
         return ActionChunk(
-            actions=self._grasp.actions(step, self.embodiment.chunk_horizon),
+            actions=grasp.actions(step, self.embodiment.chunk_horizon),
             names=list(self.embodiment.action_names),
             dt=self.embodiment.dt,
             start_time=self.grasp_start_s + step * self.embodiment.dt,
             embodiment=self.embodiment.name,
-            key_pose=self._grasp.key_pose.copy(),
+            key_pose=grasp.key_pose.copy(),
         )
 
     def _publish_timings(self, chunk: ActionChunk) -> None:

@@ -47,7 +47,8 @@ def test_one_set_of_weights_serves_both_simulated_robots(shipped, embodiment_nam
 #: Held-out seeds (>= 100000, never in a demonstration) on which the shipped policy lifted the
 #: named cube (a finger on it, its centre 7 cm high) both in `sim_rollouts` with the key-frame
 #: grasp (aloha_rollouts' default, as the inference node's; 27 of the first 60 seeds lifted,
-#: deterministic on one machine) and through the ROS graph (`qwen-vla eval`, 22/50), 2026-12-02.
+#: deterministic on one machine) and in both 50-episode runs through the ROS graph (`qwen-vla
+#: eval`, 22/50 and 23/50), 2026-12-02.
 #: Other CPUs round differently and a grasp is a contact-rich event (in the graph 13 of the 21
 #: in-process successes among the first 50 seeds lifted again), so the test asks for 2 of 8.
 LIFTED_WHEN_SHIPPED = (100007, 100010, 100013, 100014, 100016, 100021, 100023, 100028)

@@ -81,7 +81,7 @@ def test_instruction_starts_chunks_stop_holds_and_a_new_task_restarts(graph):
     assert wait_for(lambda: sum(bool(c.points) for c in feeder.chunks) >= 2, timeout_s=60)
     chunk = msg_to_chunk(next(c for c in feeder.chunks if c.points), emb.action_names, emb.dt)
     assert chunk.actions.shape == (emb.chunk_horizon, emb.action_dim)
-    assert inference.last_grasp is None  # tiny has no key-pose head: no grasp is planned for it
+    assert not inference.policy.predicts_key_poses and inference.last_grasp is None  # tiny: no grasp planned
     assert chunk.dt == pytest.approx(emb.dt)
 
     assert feeder.call("stop").success
@@ -161,6 +161,7 @@ def test_key_frame_grasp_plays_the_planned_grasp_then_the_policy_acts(graph):
     inference, feeder = graph
     emb = inference.embodiment
     inference.policy = _headed_tiny_policy(emb)  # tiny has no key-pose head: it decodes the grasp
+    assert inference.policy.predicts_key_poses
     feeder.instruction.publish(String(data="pick up the cube"))
 
     def chunks():
