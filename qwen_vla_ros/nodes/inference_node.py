@@ -127,6 +127,9 @@ class InferenceNode(Node):
         observation.on_instruction = self._on_instruction
         self._active = False  # until an instruction (autostart) or ~/start
         self._task = 0  # bumped by every start and stop: a chunk computed for an older task is dropped
+        # held by task changes (callbacks) and by the worker from its task check to the publish,
+        # so no chunk of an older task is published after a stop or a new instruction
+        self._task_lock = threading.Lock()
         self._last_chunk: ActionChunk | None = None
         self._chunk_id = 0
         self._grasp_mode = False  # this task executes its grasp (key_frame_grasp when it began)
@@ -208,22 +211,23 @@ class InferenceNode(Node):
             self.get_logger().info("instruction stored; call ~/start to act on it (autostart is off)")
 
     def _begin_task(self) -> None:
-        self._last_chunk = None  # a new task never continues the old task's chunk
-        self.latch.reset()  # nor its plan
-        self._grasp = None
-        self._grasp_mode = (bool(self.p["key_frame_grasp"]) and supports_key_frame_grasp(self.embodiment)
-                            and self.policy.predicts_key_poses)
-        self._grasp_pending = self._grasp_mode
-        self._task += 1
-        self._active = True
+        grasp_mode = (bool(self.p["key_frame_grasp"]) and supports_key_frame_grasp(self.embodiment)
+                      and self.policy.predicts_key_poses)
+        with self._task_lock:
+            self._last_chunk = None  # a new task never continues the old task's chunk
+            self.latch.reset()  # nor its plan
+            self._grasp, self._grasp_mode, self._grasp_pending = None, grasp_mode, grasp_mode
+            self._task += 1
+            self._active = True
         self._wake.set()
 
     def _halt(self, why: str) -> None:
-        self._task += 1
-        self._active = False
-        self._last_chunk = None
-        self.latch.reset()
-        self._grasp, self._grasp_mode, self._grasp_pending = None, False, False
+        with self._task_lock:
+            self._task += 1
+            self._active = False
+            self._last_chunk = None
+            self.latch.reset()
+            self._grasp, self._grasp_mode, self._grasp_pending = None, False, False
         stop = JointTrajectory(joint_names=self.embodiment.action_names)
         stop.header.stamp = to_time(self.now_s())
         self.chunk_pub.publish(stop)
@@ -263,6 +267,7 @@ class InferenceNode(Node):
 
     def _work_once(self) -> None:
         now = self.now_s()
+        task = self._task  # before the observation: one assembled after a new instruction is newer
         decision = self._decide(now) if self._active else None
         if decision is None or not decision.request:
             self._wake.wait(timeout=self.embodiment.dt)
@@ -275,7 +280,7 @@ class InferenceNode(Node):
             self._wake.wait(timeout=0.05)
             return
         self.waiting.ready("observation complete: inferring")
-        self._infer(observation, now, decision.delay_steps)
+        self._infer(observation, now, decision.delay_steps, task)
 
     def _decide(self, now: float) -> TriggerDecision:
         last = self._last_chunk
@@ -303,8 +308,11 @@ class InferenceNode(Node):
             return None, now
         return last.actions[step : step + frozen], last.start_time + step * last.dt
 
-    def _infer(self, observation, observed_at: float, delay_steps: int) -> None:
-        task, started = self._task, time.perf_counter()
+    def _infer(self, observation, observed_at: float, delay_steps: int, task: int) -> None:
+        """Compute (or take from the planned grasp) the chunk for ``observation`` and publish
+        it, unless task ``task`` (the one current when the observation was assembled) has
+        been stopped or replaced meanwhile."""
+        started = time.perf_counter()
         prefix, start_time = self._frozen_prefix(observed_at, delay_steps)
         grasp = self._grasp  # read once: a stop or a new task (callbacks) may clear it meanwhile
         chunk = self._grasp_chunk(grasp, start_time) if grasp is not None else None
@@ -324,18 +332,19 @@ class InferenceNode(Node):
                 key_pose=self.latch.key_pose_for(observation.state) if latching else None,
             )
             chunk.start_time = start_time
-        if not self._active or task != self._task:  # stopped or restarted while computing
-            return
-        if self._grasp_pending:  # the task's first chunk: its key pose is the grasp
-            self._grasp_pending = False
-            chunk = self._plan_grasp(observation, chunk)
-        if latching:
-            self.latch.offer(chunk.key_pose)
-        self._chunk_id += 1
-        chunk.chunk_id = self._chunk_id
-        chunk.timings["total"] = time.perf_counter() - started
-        self._last_chunk = chunk
-        self.chunk_pub.publish(chunk_to_msg(chunk))
+        with self._task_lock:  # a stop or new task waits until this chunk is published or dropped
+            if not self._active or task != self._task:  # stopped or restarted since the observation
+                return
+            if self._grasp_pending:  # the task's first chunk: its key pose is the grasp
+                self._grasp_pending = False
+                chunk = self._plan_grasp(observation, chunk)
+            if latching:
+                self.latch.offer(chunk.key_pose)
+            self._chunk_id += 1
+            chunk.chunk_id = self._chunk_id
+            chunk.timings["total"] = time.perf_counter() - started
+            self._last_chunk = chunk
+            self.chunk_pub.publish(chunk_to_msg(chunk))
         if computed:  # a planned chunk costs nothing: its figures would hide the model's latency
             self._latencies.append(self.now_s() - observed_at)
             self._publish_timings(chunk)

@@ -17,7 +17,7 @@ from trajectory_msgs.msg import JointTrajectory
 from qwen_vla_ros.data.images import rgb_to_image_fields
 from qwen_vla_ros.nodes.inference_node import InferenceNode
 from qwen_vla_ros.nodes.observation_node import ObservationNode
-from qwen_vla_ros.observation import MAX_INSTRUCTION_CHARS
+from qwen_vla_ros.observation import MAX_INSTRUCTION_CHARS, ObservationNotReady
 from qwen_vla_ros.ros.messages import msg_to_chunk
 from qwen_vla_ros.ros.qos import COMMAND, LATCHED, SENSOR
 
@@ -184,3 +184,41 @@ def test_key_frame_grasp_plays_the_planned_grasp_then_the_policy_acts(graph):
     assert inference.latch.latched == 0  # the executed grasp leaves the decoder nothing to latch
     refused = inference.set_parameters([Parameter("key_frame_grasp", value="yes")])[0]
     assert not refused.successful
+
+
+def test_a_chunk_computed_for_a_replaced_task_is_dropped_and_the_new_task_keeps_its_grasp(graph):
+    """A new instruction arriving while the worker computes: the old task's chunk is not
+    published, and the new task's grasp is planned from an observation of the new task."""
+    inference, feeder = graph
+    inference.policy = _headed_tiny_policy(inference.embodiment)
+    inference.on_shutdown()  # the worker idles until an instruction: this test plays its part
+    inference._worker.join(timeout=30)
+    assert not inference._worker.is_alive()
+    feeder.instruction.publish(String(data="pick up the cube"))
+    assert wait_for(lambda: inference._active and inference.observation.assembler.instruction, timeout_s=30)
+
+    def observe():
+        assembled = []
+
+        def complete() -> bool:
+            try:
+                assembled.append(inference.observation.assembler.assemble(inference.now_s()))
+            except ObservationNotReady:
+                return False
+            return True
+
+        assert wait_for(complete, timeout_s=30)
+        return assembled[-1]
+
+    stale_task, stale = inference._task, observe()
+    inference._begin_task()  # what a new instruction does, while the old task's chunk is computed
+    count = len(feeder.chunks)
+    inference._infer(stale, inference.now_s(), 0, stale_task)
+    assert inference._grasp_pending and inference.last_grasp is None  # dropped whole
+
+    inference._infer(observe(), inference.now_s(), 0, inference._task)
+    assert wait_for(lambda: len(feeder.chunks) > count, timeout_s=30)
+    assert inference.last_grasp is not None and not inference._grasp_pending
+    # one publisher, reliable and in order: the dropped chunk would have arrived first
+    assert wait_for(lambda: inference.chunk_pub.get_subscription_count() > 0, timeout_s=5)
+    assert len(feeder.chunks) == count + 1
