@@ -73,6 +73,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "refit-key-pose": (
+        "qwen_vla_ros.training.key_pose_refit_cli",
+        "refit a policy's key-pose head on thousands of rendered scenes (backbone and decoder frozen)",
+        "add_arguments",
+        "run",
+    ),
     "check-embodiment": (
         "qwen_vla_ros.embodiment.check_cli",
         "validate embodiment files and print their action layout and topics",

@@ -1,0 +1,230 @@
+"""``qwen-vla refit-key-pose``: refit a policy's key-pose head on many rendered scenes.
+
+    qwen-vla refit-key-pose --init runs/sim_demo/phase3/final --output runs/sim_demo \\
+        --config config/training/sim_demo_recipe_key_pose.yaml
+
+Renders each task's scenes in ``workers`` processes (each keeps the frozen backbone's features),
+refits the head (training/key_pose_refit.py), and writes ``OUTPUT/final`` (the policy) and
+``OUTPUT/refit_summary.json``: per task, held-out key-pose loss and grasp error before and after,
+the train loss curve and what each part cost. Exit codes: 0 done, 2 bad configuration, 1 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import TrainingConfigError, TrainingError
+from .grounding import BASE_NAMED_OBJECTS, NAMED_OBJECTS, SCENE_SEEDS
+
+#: Scenes one worker renders per job: the progress lines' grain.
+SCENES_PER_JOB = 100
+
+
+@dataclass(frozen=True)
+class RefitTask:
+    """One task's scenes: ``scenes`` for training, ``approach_fraction`` of them on the way."""
+
+    task: str
+    embodiment: str
+    scenes: int
+    approach_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class RefitConfig:
+    """A refit's settings (YAML keys of the same names; see the recipe's phase-4 file)."""
+
+    tasks: list[RefitTask] = field(default_factory=list)
+    validation_scenes: int = 200  # per task, seeds apart from training and evaluation
+    steps: int = 3000
+    lr: float = 1.0e-3
+    batch_size: int = 64
+    weight_decay: float = 0.01
+    seed: int = 0
+    workers: int = 2
+    eval_every: int = 500
+    description: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RefitConfig:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainingConfigError(str(path), [str(exc)]) from exc
+        if not isinstance(raw, dict):
+            raise TrainingConfigError(str(path), ["a mapping of settings expected"])
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TrainingConfigError(str(path), [f"{key}: unknown key" for key in unknown])
+        try:
+            tasks = [RefitTask(**t) for t in raw.pop("tasks", None) or []]
+            config = cls(tasks=tasks, **raw)
+        except TypeError as exc:
+            raise TrainingConfigError(str(path), [f"tasks: {exc}"]) from exc
+        config.validate(str(path))
+        return config
+
+    def validate(self, source: str) -> None:
+        """Raise TrainingConfigError naming every problem."""
+        known = {*NAMED_OBJECTS, *BASE_NAMED_OBJECTS}
+        problems = [] if self.tasks else ["tasks: no tasks"]
+        for t in self.tasks:
+            if t.task not in known:
+                problems.append(f"tasks: {t.task!r} names no object: one of {sorted(known)}")
+            if t.scenes < 1 or not 0.0 <= t.approach_fraction <= 1.0:
+                problems.append(f"tasks: {t.task}: scenes >= 1 and approach_fraction in [0, 1]")
+        for key in ("validation_scenes", "steps", "batch_size", "workers", "lr"):
+            if not getattr(self, key) > 0:
+                problems.append(f"{key}: must be > 0")
+        if problems:
+            raise TrainingConfigError(source, problems)
+
+
+def _jobs(task: RefitTask, count: int, seeds: tuple[int, int], seed: int) -> list[tuple]:
+    """Jobs of at most SCENES_PER_JOB scenes, each on its own slice of ``seeds`` (no scene twice)."""
+    parts = -(-count // SCENES_PER_JOB)
+    edges = np.linspace(seeds[0], seeds[1], parts + 1).astype(int)
+    sizes = [count // parts + (i < count % parts) for i in range(parts)]
+    return [(task.task, task.embodiment, size, (int(edges[i]), int(edges[i + 1])), seed + i, task.approach_fraction)
+            for i, size in enumerate(sizes)]
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(init: str) -> None:
+    import torch
+
+    from ..model.policy import QwenVLAPolicy
+
+    torch.set_num_threads(1)  # one process per core
+    _WORKER["policy"] = QwenVLAPolicy.from_pretrained(init).eval()
+
+
+def _run_job(job: tuple):
+    from ..embodiment import load_embodiment
+    from .key_pose_refit import cache_scenes
+
+    task, embodiment, count, seeds, seed, approach = job
+    return cache_scenes(_WORKER["policy"], load_embodiment(embodiment), task, count, seeds=seeds, seed=seed,
+                        approach_fraction=approach)
+
+
+def cache_all(init: str, config: RefitConfig, log=print) -> tuple[dict, dict]:
+    """Training and validation caches per task, rendered by ``config.workers`` processes."""
+    from .key_pose_refit import VALIDATION_SEEDS, concat
+
+    jobs = []
+    for t in config.tasks:
+        jobs += [("train", j) for j in _jobs(t, t.scenes, SCENE_SEEDS, config.seed)]
+        jobs += [("val", j) for j in _jobs(t, config.validation_scenes, VALIDATION_SEEDS, config.seed)]
+    parts: dict[tuple[str, str], list] = {}
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")  # MuJoCo, EGL and torch threads: fresh processes
+    with context.Pool(config.workers, initializer=_start_worker, initargs=(init,)) as pool:
+        for done, ((split, job), cache) in enumerate(zip(jobs, pool.imap(_run_job, [j for _, j in jobs]), strict=True), 1):
+            parts.setdefault((split, job[0]), []).append(cache)
+            log(f"[refit] {done}/{len(jobs)} scene jobs ({split} {job[0]}), {time.perf_counter() - started:.0f} s")
+    joined = {key: concat(caches) for key, caches in parts.items()}
+    train = {task: c for (split, task), c in joined.items() if split == "train"}
+    val = {task: c for (split, task), c in joined.items() if split == "val"}
+    return train, val
+
+
+def _aloha_model(config: RefitConfig):
+    """The simulated ALOHA (for forward kinematics of its arms), or None without ALOHA tasks."""
+    aloha = [t for t in config.tasks if t.task in NAMED_OBJECTS]
+    if not aloha:
+        return None
+    from ..embodiment import load_embodiment
+    from .sim_env import AlohaSimEnv
+
+    return AlohaSimEnv(load_embodiment(aloha[0].embodiment), aloha[0].task, instruction="")
+
+
+def _scores(policy, val: dict, model) -> dict:
+    from .key_pose_refit import grasp_errors, predicted_key_poses, validation_loss
+
+    report = {}
+    for task, cache in val.items():
+        errors = grasp_errors(cache, predicted_key_poses(policy, cache), model)
+        report[task] = {"key_pose_loss": round(validation_loss(policy, [cache]), 6),
+                        "error_m_median": round(float(np.median(errors)), 4),
+                        "error_under_1cm": round(float(np.mean(errors < 0.01)), 3)}
+    return report
+
+
+def refit(init: str, output: Path, config: RefitConfig, log=print) -> dict:
+    """Cache, refit, save ``output/final``; returns (and writes) the summary."""
+    from ..model.policy import QwenVLAPolicy
+    from .key_pose_refit import refit_key_pose_head
+
+    started = time.perf_counter()
+    train, val = cache_all(init, config, log)
+    cached = time.perf_counter() - started
+    policy = QwenVLAPolicy.from_pretrained(init).eval()
+    env = _aloha_model(config)
+    model = None if env is None else env.sim.model
+    try:
+        before, evals = _scores(policy, val, model), []
+
+        def on_eval(step: int) -> None:
+            evals.append({"step": step, **_scores(policy, val, model)})
+            log(f"[refit] step {step}: {json.dumps(evals[-1])}")
+
+        log(f"[refit] before: {json.dumps(before)}")
+        history = refit_key_pose_head(policy, list(train.values()), config.steps, lr=config.lr,
+                                      batch_size=config.batch_size, weight_decay=config.weight_decay,
+                                      seed=config.seed, on_eval=on_eval, eval_every=config.eval_every)
+    finally:
+        if env is not None:
+            env.close()
+    policy.save_pretrained(output / "final")
+    summary = {"init": init, "config": asdict(config), "scenes": {t: len(c) for t, c in train.items()},
+               "validation_scenes": {t: len(c) for t, c in val.items()},
+               "seconds": {"caching": round(cached), "training": round(history[-1]["seconds"]),
+                           "total": round(time.perf_counter() - started)},
+               "validation_before": before, "validation_during": evals, "train_loss": history}
+    (output / "refit_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", required=True, help="policy folder (or 'sim_demo') whose key-pose head is refit")
+    parser.add_argument("--output", required=True, type=Path, help="run folder: final/ policy, refit_summary.json")
+    parser.add_argument("--config", default="config/training/sim_demo_recipe_key_pose.yaml", help="refit YAML")
+    parser.add_argument("--steps", type=int, help="override the config's steps")
+    parser.add_argument("--workers", type=int, help="override the config's rendering processes")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = RefitConfig.from_yaml(args.config)
+        overrides = {k: v for k, v in (("steps", args.steps), ("workers", args.workers)) if v is not None}
+        if overrides:
+            config = RefitConfig(**{**vars(config), **overrides})
+            config.validate("command line")
+    except TrainingConfigError as exc:
+        print(f"qwen-vla refit-key-pose: {exc}", file=sys.stderr)
+        return 2
+    from ..model.shipped import SHIPPED_MODELS, shipped_model_dir
+
+    init = str(shipped_model_dir(args.init)) if args.init in SHIPPED_MODELS else args.init
+    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = refit(init, args.output, config)
+    except TrainingError as exc:
+        print(f"qwen-vla refit-key-pose: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: summary[k] for k in ("scenes", "seconds", "validation_before")}, indent=1))
+    print(f"[refit] after: {json.dumps(summary['validation_during'][-1])}")
+    return 0
