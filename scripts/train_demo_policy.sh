@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the demo policy (models/sim_demo) from scratch with the package's own pipeline:
-# scripted demonstrations in the simulator -> training in three phases -> closed-loop evaluation
+# scripted demonstrations in the simulator -> training in four phases -> closed-loop evaluation
 # through the ROS graph on seeds the demonstrations never used.
 #
 #   bash scripts/train_demo_policy.sh              # data in data/sim_demos, run in runs/sim_demo
@@ -11,8 +11,10 @@
 # task's demonstrations and on scenes rendered during training. Phase 2
 # (sim_demo_recipe_head.yaml) freezes the backbone and teaches the key-pose head the named
 # object's place and the decoder to act on the key pose. Phase 3 (sim_demo_recipe_base.yaml)
-# does the same with the mobile base's scenes too (the named box in its front camera). The
-# datasets and their weights are in phase 1's config. docs/training.md ("The recipe") has the
+# does the same with the mobile base's scenes too (the named box in its front camera). Phase 4
+# (`qwen-vla refit-key-pose`, sim_demo_recipe_key_pose.yaml) refits the key-pose head alone on
+# thousands of rendered scenes, their backbone features cached once. The datasets and their
+# weights are in phase 1's config. docs/training.md ("The recipe") has the
 # measured figures on 2 CPU cores; copy $OUT/final to models/sim_demo to ship a better policy.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,10 +49,11 @@ collect_list "pick_color 70 0 pick_color" "transfer_cube 45 0 transfer_cube" \
              "transfer_cube 105 45 transfer_cube_more"
 wait "$first"  # set -e: a failed collector stops the recipe here
 
-# 2. Train one policy for every task and both robots, in three phases.
+# 2. Train one policy for every task and both robots, in four phases.
 qwen-vla train --stage config/training/sim_demo_recipe.yaml --init small --output "$OUT/phase1" --no-progress
 qwen-vla train --stage config/training/sim_demo_recipe_head.yaml --init "$OUT/phase1/final" --output "$OUT/phase2" --no-progress
-qwen-vla train --stage config/training/sim_demo_recipe_base.yaml --init "$OUT/phase2/final" --output "$OUT" --no-progress
+qwen-vla train --stage config/training/sim_demo_recipe_base.yaml --init "$OUT/phase2/final" --output "$OUT/phase3" --no-progress
+qwen-vla refit-key-pose --init "$OUT/phase3/final" --output "$OUT" --config config/training/sim_demo_recipe_key_pose.yaml
 
 # 3. Closed-loop evaluation through the ROS graph, per task.
 for task in pick_color transfer_cube insertion drive_to_color; do

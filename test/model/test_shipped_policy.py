@@ -21,13 +21,18 @@ def shipped():
 def test_shipped_checkpoint_is_small_and_documents_its_training(shipped):
     size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
     assert size <= 20 * 1024 * 1024, f"{size / 2**20:.1f} MiB"
-    summary = json.loads((shipped / "train_summary.json").read_text())  # the last phase's
+    summary = json.loads((shipped / "train_summary.json").read_text())  # the trainer's last phase (3)
     assert summary["stage"] == "cpt" and summary["step"] > 0
     # the learning curve documents every phase; the first trains from a random model
     curve = json.loads((shipped / "learning_curve.json").read_text())
     first = curve["phase1_val_loss_every_500_steps"]
     assert first[0]["step"] == 0 and first[-1]["step"] >= 1000 and first[-1]["val_loss"] < 0.1 * first[0]["val_loss"]
-    assert all(key in curve for key in ("phase2_val_loss_every_500_steps", "phase3_val_loss_every_200_steps"))
+    assert all(key in curve for key in ("phase2_val_loss_every_500_steps", "phase3_val_loss_every_200_steps",
+                                        "phase4_refit_validation_every_500_steps"))
+    # phase 4 refit the key-pose head: its held-out grasp error fell
+    refit = json.loads((shipped / "refit_summary.json").read_text())
+    before, after = refit["validation_before"]["pick_color"], refit["validation_during"][-1]["pick_color"]
+    assert after["error_m_median"] < before["error_m_median"]
     assert (shipped / "normalization.json").is_file()
 
 
@@ -44,14 +49,14 @@ def test_one_set_of_weights_serves_both_simulated_robots(shipped, embodiment_nam
     assert np.all(np.isfinite(chunk.actions))
 
 
-#: Held-out seeds (>= 100000, never in a demonstration) on which the shipped policy lifted the
-#: named cube (a finger on it, its centre 7 cm high) both in `sim_rollouts` with the key-frame
-#: grasp (aloha_rollouts' default, as the inference node's; 27 of the first 60 seeds lifted,
-#: deterministic on one machine) and in both 50-episode runs through the ROS graph (`qwen-vla
-#: eval`, 22/50 and 23/50), 2026-12-02.
-#: Other CPUs round differently and a grasp is a contact-rich event (in the graph 13 of the 21
-#: in-process successes among the first 50 seeds lifted again), so the test asks for 2 of 8.
-LIFTED_WHEN_SHIPPED = (100007, 100010, 100013, 100014, 100016, 100021, 100023, 100028)
+#: Held-out seeds (>= 100000, never in a demonstration) on which the shipped policy (phase 4)
+#: lifted the named cube (a finger on it, its centre 7 cm high) both in `sim_rollouts` with the
+#: key-frame grasp (aloha_rollouts' default, as the inference node's; 41 of the first 60 seeds
+#: lifted, deterministic on one machine) and in the 50-episode run through the ROS graph
+#: (`qwen-vla eval`, 38/50), 2026-12-02: the first 8 of the 28 such seeds.
+#: Other CPUs round differently and a grasp is a contact-rich event (28 of the 41 in-process
+#: successes lifted in the graph too), so the test asks for 3 of 8.
+LIFTED_WHEN_SHIPPED = (100000, 100001, 100004, 100006, 100007, 100009, 100011, 100015)
 
 
 def test_the_shipped_policy_lifts_the_named_cube_in_closed_loop(shipped):
@@ -63,6 +68,6 @@ def test_the_shipped_policy_lifts_the_named_cube_in_closed_loop(shipped):
     policy = QwenVLAPolicy.from_pretrained(shipped).eval()
     results = aloha_rollouts(policy, "pick_color", LIFTED_WHEN_SHIPPED)
     assert not any(r.wrong_object for r in results)
-    assert sum(r.success for r in results) >= 2, [
+    assert sum(r.success for r in results) >= 3, [
         (r.seed, r.instruction, r.best_reward) for r in results
     ]
