@@ -41,6 +41,10 @@ class EmbodimentError(ValueError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid embodiment ({len(problems)} problem(s)):\n{lines}")
 
+    def __reduce__(self):
+        # rebuilt from its problems, not its message: it crosses processes (worker pools)
+        return type(self), (self.problems,)
+
 
 def shipped_embodiment_dir() -> Path:
     """The folder of shipped embodiment files (source tree or installed share/)."""

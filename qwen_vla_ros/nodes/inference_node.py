@@ -249,7 +249,8 @@ class InferenceNode(Node):
     def _on_reset(self, request, response):
         self._halt("reset service")
         self.observation.assembler.clear()
-        self._chunk_id = 0
+        with self._task_lock:  # the worker numbers chunks under it
+            self._chunk_id = 0
         response.success, response.message = True, "reset: waiting for fresh observations"
         return response
 

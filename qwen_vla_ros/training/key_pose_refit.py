@@ -184,7 +184,7 @@ def trainable_parameters(policy) -> list[torch.nn.Parameter]:
     return chosen
 
 
-def predicted_key_poses(policy, cache: SceneCache) -> np.ndarray:
+def cached_key_poses(policy, cache: SceneCache) -> np.ndarray:
     """The head's key pose for every cached scene (N, A), rig units as ``cache.key_pose``."""
     embodiment = load_embodiment(cache.embodiment)
     predicted = predict_all(policy, merge([cache]))[:, : embodiment.action_dim].float().cpu().numpy()

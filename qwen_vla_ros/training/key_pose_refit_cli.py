@@ -74,19 +74,46 @@ class RefitConfig:
         return config
 
     def validate(self, source: str) -> None:
-        """Raise TrainingConfigError naming every problem."""
-        known = {*NAMED_OBJECTS, *BASE_NAMED_OBJECTS}
+        """Raise TrainingConfigError naming every problem (before any worker starts)."""
         problems = [] if self.tasks else ["tasks: no tasks"]
         for t in self.tasks:
-            if t.task not in known:
-                problems.append(f"tasks: {t.task!r} names no object: one of {sorted(known)}")
-            if t.scenes < 1 or not 0.0 <= t.approach_fraction <= 1.0:
-                problems.append(f"tasks: {t.task}: scenes >= 1 and approach_fraction in [0, 1]")
-        for key in ("validation_scenes", "steps", "batch_size", "workers", "lr"):
-            if not getattr(self, key) > 0:
+            problems += _task_problems(t)
+        for key, kind in (("validation_scenes", int), ("steps", int), ("batch_size", int), ("workers", int),
+                          ("eval_every", int), ("seed", int), ("lr", float), ("weight_decay", float)):
+            value = getattr(self, key)
+            if not _is(value, kind):
+                problems.append(f"{key}: a number ({kind.__name__}) expected, got {value!r}")
+            elif key not in ("eval_every", "seed", "weight_decay") and not value > 0:
                 problems.append(f"{key}: must be > 0")
         if problems:
             raise TrainingConfigError(source, problems)
+
+
+def _is(value, kind: type) -> bool:
+    """``value`` is an int (``kind`` int) or any real number (``kind`` float); bools are not."""
+    allowed = (int,) if kind is int else (int, float)
+    return isinstance(value, allowed) and not isinstance(value, bool)
+
+
+def _task_problems(t: RefitTask) -> list[str]:
+    """What is wrong with one task entry: its name, counts, and whether its robot can render it."""
+    from ..data.chunks import waypoint_slices
+    from ..embodiment import EmbodimentError, load_embodiment
+
+    if t.task not in {*NAMED_OBJECTS, *BASE_NAMED_OBJECTS}:
+        return [f"tasks: {t.task!r} names no object: one of {sorted({*NAMED_OBJECTS, *BASE_NAMED_OBJECTS})}"]
+    if not _is(t.scenes, int) or not _is(t.approach_fraction, float) or t.scenes < 1 \
+            or not 0.0 <= t.approach_fraction <= 1.0:
+        return [f"tasks: {t.task}: scenes >= 1 (an integer) and approach_fraction in [0, 1]"]
+    try:
+        embodiment = load_embodiment(t.embodiment)
+    except (EmbodimentError, OSError) as exc:
+        return [f"tasks: {t.task}: embodiment {t.embodiment!r}: {str(exc).splitlines()[-1].strip(' -')}"]
+    if t.task in BASE_NAMED_OBJECTS and not waypoint_slices(embodiment):
+        return [f"tasks: {t.task}: {t.embodiment} has no base_waypoints group (a mobile base task)"]
+    if t.task in NAMED_OBJECTS and not {"left_arm", "right_arm"} <= set(embodiment.group_slices):
+        return [f"tasks: {t.task}: {t.embodiment} is not a two-armed ALOHA (left_arm, right_arm)"]
+    return []
 
 
 def _jobs(task: RefitTask, count: int, seeds: tuple[int, int], seed: int) -> list[tuple]:
@@ -140,7 +167,7 @@ def cache_all(init: str, config: RefitConfig, log=print) -> tuple[dict, dict]:
     return train, val
 
 
-def _aloha_model(config: RefitConfig):
+def _aloha_env(config: RefitConfig):
     """The simulated ALOHA (for forward kinematics of its arms), or None without ALOHA tasks."""
     aloha = [t for t in config.tasks if t.task in NAMED_OBJECTS]
     if not aloha:
@@ -152,11 +179,11 @@ def _aloha_model(config: RefitConfig):
 
 
 def _scores(policy, val: dict, model) -> dict:
-    from .key_pose_refit import grasp_errors, predicted_key_poses, validation_loss
+    from .key_pose_refit import cached_key_poses, grasp_errors, validation_loss
 
     report = {}
     for task, cache in val.items():
-        errors = grasp_errors(cache, predicted_key_poses(policy, cache), model)
+        errors = grasp_errors(cache, cached_key_poses(policy, cache), model)
         report[task] = {"key_pose_loss": round(validation_loss(policy, [cache]), 6),
                         "error_m_median": round(float(np.median(errors)), 4),
                         "error_under_1cm": round(float(np.mean(errors < 0.01)), 3)}
@@ -172,7 +199,7 @@ def refit(init: str, output: Path, config: RefitConfig, log=print) -> dict:
     train, val = cache_all(init, config, log)
     cached = time.perf_counter() - started
     policy = QwenVLAPolicy.from_pretrained(init).eval()
-    env = _aloha_model(config)
+    env = _aloha_env(config)
     model = None if env is None else env.sim.model
     try:
         before, evals = _scores(policy, val, model), []

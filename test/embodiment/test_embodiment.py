@@ -168,3 +168,14 @@ def test_installed_layout_is_found_by_ament_index():
     assert (share / "config" / "embodiments" / "aloha.yaml").is_file()
     prefix = Path(ament.get_package_prefix("qwen_vla_ros"))
     assert (prefix / "lib" / "qwen_vla_ros" / "chunk_publisher").exists()
+
+
+def test_the_error_crosses_processes_with_its_problems():
+    """A worker pool pickles a worker's exception; it must come back as it was (it came back
+    with one 'problem' per character of its message)."""
+    import pickle
+
+    with pytest.raises(EmbodimentError) as info:
+        load_embodiment("no_such_robot")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert again.problems == info.value.problems and str(again) == str(info.value)

@@ -101,7 +101,7 @@ def test_grasp_errors_are_zero_for_the_true_key_pose_and_measured_in_metres(cach
     env = AlohaSimEnv(load_embodiment("aloha_sim"), "pick_color", instruction="")
     try:
         np.testing.assert_allclose(refit.grasp_errors(pick, pick.key_pose, env.sim.model), 0.0, atol=1e-9)
-        assert np.all(refit.grasp_errors(pick, refit.predicted_key_poses(policy, pick), env.sim.model) > 0)
+        assert np.all(refit.grasp_errors(pick, refit.cached_key_poses(policy, pick), env.sim.model) > 0)
     finally:
         env.close()
     moved = drive.key_pose + np.array([0.3, -0.4, 1.0])  # 0.5 m off, and a yaw that is not scored
@@ -128,7 +128,14 @@ def test_the_recipes_refit_config_loads_and_bad_ones_are_refused(tmp_path):
     assert {t.task for t in config.tasks} == {"pick_color", "transfer_cube", "drive_to_color"}
     for text, message in (("tasks: []\n", "no tasks"), ("steps: 3\nbogus: 1\n", "bogus: unknown key"),
                           ("tasks: [{task: insertion, embodiment: aloha_sim, scenes: 3}]\n", "names no object"),
-                          ("tasks: [{task: pick_color, embodiment: aloha_sim, scenes: 0}]\n", "scenes >= 1")):
+                          ("tasks: [{task: pick_color, embodiment: aloha_sim, scenes: 0}]\n", "scenes >= 1"),
+                          # caught before any worker renders a scene
+                          ("tasks: [{task: pick_color, embodiment: aloha_sim, scenes: many}]\n", "scenes >= 1"),
+                          ("tasks: [{task: pick_color, embodiment: aloha_sim, scenes: 3}]\nsteps: lots\n",
+                           "steps: a number"),
+                          ("tasks: [{task: pick_color, embodiment: no_such_robot, scenes: 3}]\n", "no_such_robot"),
+                          ("tasks: [{task: drive_to_color, embodiment: aloha_sim, scenes: 3}]\n", "no base_waypoints"),
+                          ("tasks: [{task: pick_color, embodiment: mobile_base, scenes: 3}]\n", "not a two-armed")):
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         with pytest.raises(TrainingConfigError, match=message):
