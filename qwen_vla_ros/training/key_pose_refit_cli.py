@@ -49,6 +49,7 @@ class RefitConfig:
     lr: float = 1.0e-3
     batch_size: int = 64
     weight_decay: float = 0.01
+    pointer_weight: float = 0.0  # > 0: the grounding pointer trains too, on the named object's token
     seed: int = 0
     workers: int = 2
     eval_every: int = 500
@@ -79,12 +80,15 @@ class RefitConfig:
         for t in self.tasks:
             problems += _task_problems(t)
         for key, kind in (("validation_scenes", int), ("steps", int), ("batch_size", int), ("workers", int),
-                          ("eval_every", int), ("seed", int), ("lr", float), ("weight_decay", float)):
+                          ("eval_every", int), ("seed", int), ("lr", float), ("weight_decay", float),
+                          ("pointer_weight", float)):
             value = getattr(self, key)
             if not _is(value, kind):
                 problems.append(f"{key}: a number ({kind.__name__}) expected, got {value!r}")
-            elif key not in ("eval_every", "seed", "weight_decay") and not value > 0:
+            elif key not in ("eval_every", "seed", "weight_decay", "pointer_weight") and not value > 0:
                 problems.append(f"{key}: must be > 0")
+            elif key == "pointer_weight" and value < 0:
+                problems.append(f"{key}: must be >= 0")
         if problems:
             raise TrainingConfigError(source, problems)
 
@@ -179,14 +183,15 @@ def _aloha_env(config: RefitConfig):
 
 
 def _scores(policy, val: dict, model) -> dict:
-    from .key_pose_refit import cached_key_poses, grasp_errors, validation_loss
+    from .key_pose_refit import cached_key_poses, grasp_errors, pointer_hits, validation_loss
 
     report = {}
     for task, cache in val.items():
         errors = grasp_errors(cache, cached_key_poses(policy, cache), model)
         report[task] = {"key_pose_loss": round(validation_loss(policy, [cache]), 6),
                         "error_m_median": round(float(np.median(errors)), 4),
-                        "error_under_1cm": round(float(np.mean(errors < 0.01)), 3)}
+                        "error_under_1cm": round(float(np.mean(errors < 0.01)), 3),
+                        "pointer_hit": round(pointer_hits(policy, cache), 3)}
     return report
 
 
@@ -211,7 +216,8 @@ def refit(init: str, output: Path, config: RefitConfig, log=print) -> dict:
         log(f"[refit] before: {json.dumps(before)}")
         history = refit_key_pose_head(policy, list(train.values()), config.steps, lr=config.lr,
                                       batch_size=config.batch_size, weight_decay=config.weight_decay,
-                                      seed=config.seed, on_eval=on_eval, eval_every=config.eval_every)
+                                      seed=config.seed, pointer_weight=config.pointer_weight, on_eval=on_eval,
+                                      eval_every=config.eval_every)
     finally:
         if env is not None:
             env.close()

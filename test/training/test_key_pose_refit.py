@@ -12,6 +12,7 @@ import torch
 
 from qwen_vla_ros.embodiment import load_embodiment
 from qwen_vla_ros.model import NormStats, QwenVLAPolicy, tiny_backbone
+from qwen_vla_ros.model.token_grid import nearest_image_tokens
 from qwen_vla_ros.sim import GL_BACKEND
 from qwen_vla_ros.training import key_pose_refit as refit
 from qwen_vla_ros.training.errors import TrainingConfigError, TrainingError
@@ -61,6 +62,10 @@ def test_each_scene_is_cached_once_with_the_frozen_backbones_features(caches):
     assert real == int(fresh.mask[0].sum())
     torch.testing.assert_close(pick.features[3, :real].float(), fresh.features[0, :real].half().float())
     np.testing.assert_allclose(pick.key_pose[3], scene.key_pose)
+    # the pointer's target: the token whose patch holds the named cube's centre in that image
+    camera = torch.tensor([aloha.camera_names.index(scene.camera)])
+    expected = nearest_image_tokens(fresh.token_grid, camera, torch.tensor([scene.image_xy], dtype=torch.float32))
+    assert int(pick.pointer_target[3]) == int(expected[0]) and bool(pick.mask[3, int(expected[0])])
 
 
 def test_too_few_seeds_for_the_scenes_is_refused():
@@ -92,6 +97,24 @@ def test_the_refit_lowers_the_loss_and_trains_only_the_heads_reading_of_the_scen
         changed = not torch.equal(p, before[name])
         assert changed == name.startswith(refit_prefixes), name  # pointer, token, backbone, blocks kept
         assert not p.requires_grad
+
+
+def test_with_a_pointer_weight_the_pointer_trains_too_and_learns_where_the_named_object_is(caches):
+    base, pick, drive = caches
+    policy = copy.deepcopy(base)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    rows, pointed = refit.merge([pick, drive]), torch.cat([pick.pointer_target, drive.pointer_target])
+    with torch.no_grad():
+        pointer_before = float(refit.pointer_loss(policy, rows, pointed))
+    refit.refit_key_pose_head(policy, [pick, drive], 60, lr=3e-3, batch_size=8, pointer_weight=1.0)
+    with torch.no_grad():
+        assert float(refit.pointer_loss(policy, rows, pointed)) < 0.5 * pointer_before
+    assert refit.pointer_hits(policy, pick) == 1.0 and refit.pointer_hits(policy, drive) == 1.0  # learnt, 10 scenes
+    parts = tuple(f"decoder.key_pose.{part}." for part in refit.REFIT_PARTS + refit.POINTER_PARTS)
+    for name, p in policy.named_parameters():
+        assert (not torch.equal(p, before[name])) == name.startswith(parts), name  # token, backbone, blocks kept
+    with pytest.raises(TrainingError, match="pointer_weight"):
+        refit.refit_key_pose_head(policy, [pick], 1, pointer_weight=-1.0)
 
 
 def test_grasp_errors_are_zero_for_the_true_key_pose_and_measured_in_metres(caches):
@@ -135,7 +158,9 @@ def test_the_recipes_refit_config_loads_and_bad_ones_are_refused(tmp_path):
                            "steps: a number"),
                           ("tasks: [{task: pick_color, embodiment: no_such_robot, scenes: 3}]\n", "no_such_robot"),
                           ("tasks: [{task: drive_to_color, embodiment: aloha_sim, scenes: 3}]\n", "no base_waypoints"),
-                          ("tasks: [{task: pick_color, embodiment: mobile_base, scenes: 3}]\n", "not a two-armed")):
+                          ("tasks: [{task: pick_color, embodiment: mobile_base, scenes: 3}]\n", "not a two-armed"),
+                          ("tasks: [{task: pick_color, embodiment: aloha_sim, scenes: 3}]\npointer_weight: -1\n",
+                           "pointer_weight: must be >= 0")):
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         with pytest.raises(TrainingConfigError, match=message):
@@ -153,7 +178,8 @@ def test_the_command_refits_a_saved_policy_and_writes_its_summary(tmp_path, caps
     summary = json.loads((tmp_path / "run" / "refit_summary.json").read_text())
     assert summary["scenes"] == {"pick_color": 3, "drive_to_color": 3}
     assert [e["step"] for e in summary["validation_during"]] == [2, 4]
-    assert set(summary["validation_before"]["pick_color"]) == {"key_pose_loss", "error_m_median", "error_under_1cm"}
+    assert set(summary["validation_before"]["pick_color"]) == {"key_pose_loss", "error_m_median", "error_under_1cm",
+                                                               "pointer_hit"}
     refitted = QwenVLAPolicy.from_pretrained(tmp_path / "run" / "final")
     assert refitted.predicts_key_poses
     args.config = str(tmp_path / "missing.yaml")
