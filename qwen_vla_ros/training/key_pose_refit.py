@@ -24,10 +24,13 @@ stay as they are: the decoder gets the same kind of token, only closer to the tr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,6 +121,36 @@ def _features(policy, embodiment: Embodiment, scenes: list) -> dict:
             "key_pose": np.stack([s.key_pose for s in scenes]),
             "state": np.stack([np.asarray(s.observation.state, dtype=np.float64) for s in scenes]),
             "seeds": np.array([s.seed for s in scenes]), "pointer_target": pointed.long().cpu()}
+
+
+def features_fingerprint(policy, embodiment: Embodiment) -> str:
+    """What a scene's cached features depend on beside the scene (sha256, hex): the backbone's
+    weights, the policy's config (its processor's settings) and the robot's prompt and cameras."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(policy.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(policy.config.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(embodiment.prompt.encode())
+    digest.update(repr([(c.name, tuple(c.image_size)) for c in embodiment.cameras]).encode())
+    return digest.hexdigest()
+
+
+def save_scene_cache(cache: SceneCache, path: Path, policy, embodiment: Embodiment) -> None:
+    """Write ``cache`` with the fingerprint of what its features came from (atomically: a run
+    killed while writing leaves no half file for the next one to read)."""
+    partial_path = path.with_name(path.name + ".partial")
+    torch.save({"fingerprint": features_fingerprint(policy, embodiment), "cache": vars(cache)}, partial_path)
+    partial_path.replace(path)
+
+
+def load_scene_cache(path: Path, policy, embodiment: Embodiment) -> SceneCache | None:
+    """The cache at ``path`` if its features came from this backbone, config and robot, else
+    None (render again). The file is a pickle: read only folders this user wrote."""
+    saved = torch.load(path, weights_only=False)
+    if not isinstance(saved, dict) or saved.get("fingerprint") != features_fingerprint(policy, embodiment):
+        return None
+    return SceneCache(**saved["cache"])
 
 
 def concat(caches: list[SceneCache]) -> SceneCache:

@@ -1,7 +1,7 @@
 """``qwen-vla refit-key-pose``: refit a policy's key-pose head on many rendered scenes.
 
-    qwen-vla refit-key-pose --init runs/sim_demo/phase3/final --output runs/sim_demo \\
-        --config config/training/sim_demo_recipe_key_pose.yaml
+    qwen-vla refit-key-pose --init runs/sim_demo/phase3/final --output runs/sim_demo/phase4 \\
+        --config config/training/sim_demo_recipe_key_pose.yaml --cache runs/sim_demo/scene_cache
 
 Renders each task's scenes in ``workers`` processes (each keeps the frozen backbone's features),
 refits the head (training/key_pose_refit.py), and writes ``OUTPUT/final`` (the policy) and
@@ -132,26 +132,38 @@ def _jobs(task: RefitTask, count: int, seeds: tuple[int, int], seed: int) -> lis
 _WORKER: dict = {}
 
 
-def _start_worker(init: str) -> None:
+def _start_worker(init: str, cache_dir: str | None = None) -> None:
     import torch
 
     from ..model.policy import QwenVLAPolicy
 
     torch.set_num_threads(1)  # one process per core
     _WORKER["policy"] = QwenVLAPolicy.from_pretrained(init).eval()
+    _WORKER["cache_dir"] = None if cache_dir is None else Path(cache_dir)
 
 
 def _run_job(job: tuple):
     from ..embodiment import load_embodiment
-    from .key_pose_refit import cache_scenes
+    from .key_pose_refit import cache_scenes, load_scene_cache, save_scene_cache
 
     task, embodiment, count, seeds, seed, approach = job
-    return cache_scenes(_WORKER["policy"], load_embodiment(embodiment), task, count, seeds=seeds, seed=seed,
-                        approach_fraction=approach)
+    policy, folder = _WORKER["policy"], _WORKER["cache_dir"]
+    robot = load_embodiment(embodiment)
+    path = None if folder is None else folder / f"{task}-{embodiment}-{count}-{seeds[0]}-{seeds[1]}-{seed}-{approach}.pt"
+    if path is not None and path.is_file():
+        cached = load_scene_cache(path, policy, robot)
+        if cached is not None:
+            return cached, True
+    cache = cache_scenes(policy, robot, task, count, seeds=seeds, seed=seed, approach_fraction=approach)
+    if path is not None:
+        save_scene_cache(cache, path, policy, robot)
+    return cache, False
 
 
-def cache_all(init: str, config: RefitConfig, log=print) -> tuple[dict, dict]:
-    """Training and validation caches per task, rendered by ``config.workers`` processes."""
+def cache_all(init: str, config: RefitConfig, log=print, cache_dir: Path | None = None) -> tuple[dict, dict]:
+    """Training and validation caches per task, rendered by ``config.workers`` processes; with
+    ``cache_dir``, each job's scenes are kept there and read back by a later run whose backbone
+    and cameras are the same (key_pose_refit.save_scene_cache)."""
     from .key_pose_refit import VALIDATION_SEEDS, concat
 
     jobs = []
@@ -161,10 +173,15 @@ def cache_all(init: str, config: RefitConfig, log=print) -> tuple[dict, dict]:
     parts: dict[tuple[str, str], list] = {}
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")  # MuJoCo, EGL and torch threads: fresh processes
-    with context.Pool(config.workers, initializer=_start_worker, initargs=(init,)) as pool:
-        for done, ((split, job), cache) in enumerate(zip(jobs, pool.imap(_run_job, [j for _, j in jobs]), strict=True), 1):
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    folder = None if cache_dir is None else str(cache_dir)
+    with context.Pool(config.workers, initializer=_start_worker, initargs=(init, folder)) as pool:
+        results = pool.imap(_run_job, [j for _, j in jobs])
+        for done, ((split, job), (cache, reused)) in enumerate(zip(jobs, results, strict=True), 1):
             parts.setdefault((split, job[0]), []).append(cache)
-            log(f"[refit] {done}/{len(jobs)} scene jobs ({split} {job[0]}), {time.perf_counter() - started:.0f} s")
+            how = "read from the cache" if reused else "rendered"
+            log(f"[refit] {done}/{len(jobs)} scene jobs ({split} {job[0]}, {how}), {time.perf_counter() - started:.0f} s")
     joined = {key: concat(caches) for key, caches in parts.items()}
     train = {task: c for (split, task), c in joined.items() if split == "train"}
     val = {task: c for (split, task), c in joined.items() if split == "val"}
@@ -195,13 +212,14 @@ def _scores(policy, val: dict, model) -> dict:
     return report
 
 
-def refit(init: str, output: Path, config: RefitConfig, log=print) -> dict:
-    """Cache, refit, save ``output/final``; returns (and writes) the summary."""
+def refit(init: str, output: Path, config: RefitConfig, log=print, cache_dir: Path | None = None) -> dict:
+    """Cache (in ``cache_dir`` too, where given), refit, save ``output/final``; returns (and
+    writes) the summary."""
     from ..model.policy import QwenVLAPolicy
     from .key_pose_refit import refit_key_pose_head
 
     started = time.perf_counter()
-    train, val = cache_all(init, config, log)
+    train, val = cache_all(init, config, log, cache_dir)
     cached = time.perf_counter() - started
     policy = QwenVLAPolicy.from_pretrained(init).eval()
     env = _aloha_env(config)
@@ -237,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="config/training/sim_demo_recipe_key_pose.yaml", help="refit YAML")
     parser.add_argument("--steps", type=int, help="override the config's steps")
     parser.add_argument("--workers", type=int, help="override the config's rendering processes")
+    parser.add_argument("--cache", type=Path, help="folder that keeps the rendered scenes' features: a later "
+                        "refit with the same backbone reads them instead of rendering (files are pickles: "
+                        "only folders this user wrote)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     init = str(shipped_model_dir(args.init)) if args.init in SHIPPED_MODELS else args.init
     args.output.mkdir(parents=True, exist_ok=True)
     try:
-        summary = refit(init, args.output, config)
+        summary = refit(init, args.output, config, cache_dir=args.cache)
     except TrainingError as exc:
         print(f"qwen-vla refit-key-pose: {exc}", file=sys.stderr)
         return 1

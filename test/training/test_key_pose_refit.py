@@ -173,7 +173,8 @@ def test_the_command_refits_a_saved_policy_and_writes_its_summary(tmp_path, caps
     config.write_text("tasks:\n  - {task: pick_color, embodiment: aloha_sim, scenes: 3}\n"
                       "  - {task: drive_to_color, embodiment: mobile_base, scenes: 3, approach_fraction: 0.5}\n"
                       "validation_scenes: 2\nsteps: 4\nbatch_size: 4\nworkers: 1\neval_every: 2\n")
-    args = argparse.Namespace(init=str(init), output=tmp_path / "run", config=str(config), steps=None, workers=None)
+    args = argparse.Namespace(init=str(init), output=tmp_path / "run", config=str(config), steps=None, workers=None,
+                              cache=None)
     assert run_cli(args) == 0
     summary = json.loads((tmp_path / "run" / "refit_summary.json").read_text())
     assert summary["scenes"] == {"pick_color": 3, "drive_to_color": 3}
@@ -182,5 +183,41 @@ def test_the_command_refits_a_saved_policy_and_writes_its_summary(tmp_path, caps
                                                                "pointer_hit"}
     refitted = QwenVLAPolicy.from_pretrained(tmp_path / "run" / "final")
     assert refitted.predicts_key_poses
+    assert summary["validation_before"]["drive_to_color"]["pointer_hit"] >= 0.0
     args.config = str(tmp_path / "missing.yaml")
     assert run_cli(args) == 2 and "missing.yaml" in capsys.readouterr().err
+
+
+def test_a_scene_cache_on_disk_is_read_back_only_for_the_same_backbone(caches, tmp_path):
+    policy, pick, _ = caches
+    aloha = load_embodiment("aloha_sim")
+    path = tmp_path / "pick.pt"
+    refit.save_scene_cache(pick, path, policy, aloha)
+    assert not list(tmp_path.glob("*.partial"))
+    again = refit.load_scene_cache(path, policy, aloha)
+    torch.testing.assert_close(again.features, pick.features)
+    torch.testing.assert_close(again.pointer_target, pick.pointer_target)
+    np.testing.assert_array_equal(again.key_pose, pick.key_pose)
+    assert (again.task, again.embodiment, again.seeds.tolist()) == (pick.task, pick.embodiment, pick.seeds.tolist())
+    other = copy.deepcopy(policy)
+    with torch.no_grad():
+        next(other.backbone.parameters()).add_(1e-3)  # another backbone: its features differ
+    assert refit.load_scene_cache(path, other, aloha) is None
+    assert refit.load_scene_cache(path, policy, load_embodiment("mobile_base")) is None
+
+
+def test_the_command_reads_its_scenes_back_from_the_cache_folder(tmp_path, capsys):
+    init = _tiny_policy().save_pretrained(tmp_path / "init")
+    config = tmp_path / "refit.yaml"
+    config.write_text("tasks:\n  - {task: drive_to_color, embodiment: mobile_base, scenes: 3, approach_fraction: 0.5}\n"
+                      "validation_scenes: 2\nsteps: 2\nbatch_size: 4\nworkers: 1\npointer_weight: 1.0\n")
+    runs = []
+    for name in ("first", "second"):
+        args = argparse.Namespace(init=str(init), output=tmp_path / name, config=str(config), steps=None, workers=None,
+                                  cache=tmp_path / "scene_cache")
+        assert run_cli(args) == 0
+        runs.append(json.loads((tmp_path / name / "refit_summary.json").read_text()))
+    out = capsys.readouterr().out
+    assert len(list((tmp_path / "scene_cache").glob("*.pt"))) == 2  # one job of training, one of validation scenes
+    assert out.count("rendered") == 2 and out.count("read from the cache") == 2
+    assert runs[0]["validation_before"] == runs[1]["validation_before"]  # the same scenes
