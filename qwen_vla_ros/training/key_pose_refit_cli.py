@@ -1,7 +1,7 @@
 """``qwen-vla refit-key-pose``: refit a policy's key-pose head on many rendered scenes.
 
-    qwen-vla refit-key-pose --init runs/sim_demo/phase3/final --output runs/sim_demo/phase4 \\
-        --config config/training/sim_demo_recipe_key_pose.yaml --cache runs/sim_demo/scene_cache
+    qwen-vla refit-key-pose --init runs/sim_demo/phase3/final --output runs/sim_demo \\
+        --config config/training/sim_demo_recipe_key_pose.yaml [--cache runs/sim_demo/scene_cache]
 
 Renders each task's scenes in ``workers`` processes (each keeps the frozen backbone's features),
 refits the head (training/key_pose_refit.py), and writes ``OUTPUT/final`` (the policy) and
